@@ -1,0 +1,211 @@
+// Role transitions, timers and message dispatch.
+extension RaftNode {
+  /// Whether this node may campaign: only voters of the newest configuration do (learners and
+  /// removed servers never start elections).
+  var isPromotable: Bool { log.configurations.latest.isVoter(id) }
+
+  /// Whether this node heard from a leader within an election timeout. While in lease, and with
+  /// check-quorum on, it refuses to help depose that leader (thesis §4.2.3), which is what makes a
+  /// leader's lease (and lease reads) sound.
+  var inLease: Bool {
+    guard options.checkQuorum else { return false }
+    if role == .leader { return true }
+    return leaderContactElapsed < options.electionTimeoutTicks
+  }
+
+  func resetElectionTimer() {
+    electionElapsed = 0
+    let base = options.electionTimeoutTicks
+    randomizedElectionTimeout = base + Int(random.next() % UInt64(base))
+  }
+
+  func tickElection() {
+    electionElapsed += 1
+    guard isPromotable, electionElapsed >= randomizedElectionTimeout else { return }
+    campaign(isTransfer: false)
+  }
+
+  func tickLeader() {
+    heartbeatElapsed += 1
+    checkQuorumElapsed += 1
+    if transferTarget != nil {
+      transferElapsed += 1
+      if transferElapsed >= options.electionTimeoutTicks { abortLeadershipTransfer() }
+    }
+    if checkQuorumElapsed >= options.electionTimeoutTicks {
+      checkQuorumElapsed = 0
+      if options.checkQuorum && !quorumRecentlyActive() {
+        becomeFollower(term: term, leader: nil)
+        return
+      }
+      for k in progress.indices { progress[k].recentlyActive = false }
+    }
+    if heartbeatElapsed >= options.heartbeatTicks {
+      heartbeatElapsed = 0
+      broadcastHeartbeat()
+    }
+  }
+
+  func quorumRecentlyActive() -> Bool {
+    let configuration = log.configurations.latest
+    var active = configuration.isVoter(id) ? 1 : 0
+    for p in progress where p.isVoter && p.recentlyActive { active += 1 }
+    return active >= configuration.quorum
+  }
+
+  func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
+    precondition(newTerm >= term)
+    let wasLeader = role == .leader
+    if newTerm > term {
+      term = newTerm
+      vote = nil
+    }
+    if wasLeader || leader != newLeader || role != .follower {
+      failPendingReads(.leadershipLost)
+    }
+    role = .follower
+    leader = newLeader
+    progress = []
+    transferTarget = nil
+    uncommittedBytes = 0
+    votes = []
+    resetElectionTimer()
+  }
+
+  /// Starts an election: a pre-vote round first unless this is a leadership transfer.
+  func campaign(isTransfer: Bool) {
+    if options.preVote && !isTransfer {
+      becomePreCandidate()
+    } else {
+      becomeCandidate(isTransfer: isTransfer)
+    }
+  }
+
+  func becomePreCandidate() {
+    precondition(role != .leader && isPromotable)
+    failPendingReads(.noLeader)
+    role = .preCandidate
+    leader = nil
+    campaignIsTransfer = false
+    votes = [(id, true)]
+    resetElectionTimer()
+    if !tallyVotes(isPreVote: true) {
+      requestVotes(isPreVote: true)
+    }
+  }
+
+  func becomeCandidate(isTransfer: Bool) {
+    precondition(role != .leader && isPromotable)
+    failPendingReads(.noLeader)
+    role = .candidate
+    leader = nil
+    term += 1
+    vote = id
+    campaignIsTransfer = isTransfer
+    votes = [(id, true)]
+    resetElectionTimer()
+    if !tallyVotes(isPreVote: false) {
+      requestVotes(isPreVote: false)
+    }
+  }
+
+  func becomeLeader() {
+    precondition(role == .candidate && vote == id)
+    role = .leader
+    leader = id
+    heartbeatElapsed = 0
+    checkQuorumElapsed = 0
+    transferTarget = nil
+    uncommittedBytes = 0
+    votes = []
+    reads.resetForNewTerm()
+    progress = []
+    syncProgressWithConfiguration()
+    // The no-op lets this leader commit an entry of its own term, and with it everything before
+    // (Figure 8); membership changes and reads wait for it (lesson 09).
+    appendAsLeader(kind: .noop, data: [])
+  }
+
+  /// Dispatches an incoming message after the term rules of Raft §5.1 (with the pre-vote and lease
+  /// exceptions of thesis §9.6 and §4.2.3).
+  func receive(_ message: Message) {
+    if message.term > term {
+      switch message.body {
+      case .voteRequest(let request):
+        if inLease && !request.isLeadershipTransfer {
+          return  // A leader is alive: do not let this candidate depose it.
+        }
+        if !request.isPreVote {
+          becomeFollower(term: message.term, leader: nil)
+        }
+      case .voteResponse(let response) where response.isPreVote && response.granted:
+        break  // A granted pre-vote carries the term we would campaign in; nobody changed term.
+      case .appendEntries, .heartbeat, .installSnapshot:
+        becomeFollower(term: message.term, leader: message.from)
+      default:
+        becomeFollower(term: message.term, leader: nil)
+      }
+    } else if message.term < term {
+      switch message.body {
+      case .appendEntries, .heartbeat, .installSnapshot:
+        // A deposed leader that is cut off by pre-vote or check-quorum would otherwise never learn
+        // the newer term: tell it.
+        send(to: message.from, .heartbeatResponse(HeartbeatResponse(readRound: 0)))
+      case .voteRequest(let request) where request.isPreVote:
+        send(to: message.from, .voteResponse(VoteResponse(isPreVote: true, granted: false)))
+      default:
+        break
+      }
+      return
+    }
+
+    switch message.body {
+    case .voteRequest(let request):
+      handleVoteRequest(from: message.from, term: message.term, request)
+    case .voteResponse(let response):
+      handleVoteResponse(from: message.from, term: message.term, response)
+    case .appendEntries(let append):
+      followLeader(message.from)
+      handleAppendEntries(from: message.from, append)
+    case .heartbeat(let heartbeat):
+      followLeader(message.from)
+      handleHeartbeat(from: message.from, heartbeat)
+    case .installSnapshot(let snapshot):
+      followLeader(message.from)
+      handleInstallSnapshot(from: message.from, snapshot)
+    case .appendEntriesResponse(let response):
+      guard role == .leader else { return }
+      handleAppendEntriesResponse(from: message.from, response)
+    case .heartbeatResponse(let response):
+      guard role == .leader else { return }
+      handleHeartbeatResponse(from: message.from, response)
+    case .timeoutNow:
+      // Only the leader of this term sends it; campaign at once, skipping pre-vote.
+      guard role == .follower, isPromotable, message.from == leader else { return }
+      campaign(isTransfer: true)
+    case .readIndexRequest(let request):
+      handleReadIndexRequest(from: message.from, request)
+    case .readIndexResponse(let response):
+      handleReadIndexResponse(from: message.from, response)
+    }
+  }
+
+  /// Called for every append, heartbeat or snapshot of the current term: its sender is the leader.
+  func followLeader(_ sender: NodeID) {
+    precondition(role != .leader, "two leaders in term \(term): \(id) and \(sender)")
+    if role != .follower || leader != sender {
+      becomeFollower(term: term, leader: sender)
+    }
+    electionElapsed = 0
+    leaderContactElapsed = 0
+  }
+
+  func send(to peer: NodeID, _ body: Message.Body) {
+    pendingMessages.append(Message(from: id, to: peer, term: term, body: body))
+  }
+
+  /// Queues a message that promises durable state; it leaves only after the next `Ready` persists.
+  func sendAfterPersist(to peer: NodeID, _ body: Message.Body, term messageTerm: UInt64? = nil) {
+    pendingMessagesAfterPersist.append(Message(from: id, to: peer, term: messageTerm ?? term, body: body))
+  }
+}

@@ -1,0 +1,220 @@
+@_spi(Testing) import Raft
+
+/// A seeded, deterministic simulation of a Raft cluster under faults (TigerBeetle's approach):
+/// real `RaftNode`s, a simulated network that drops, duplicates, delays, reorders and partitions
+/// messages, simulated disks that lose unsynced writes on a crash, clients proposing and reading
+/// throughout, membership changes and leadership transfers. The invariant checker runs after every
+/// event; after the faults heal, liveness is checked too. The same seed always replays the same run.
+public final class ClusterSimulation {
+  enum Event {
+    case tick(slot: Int, incarnation: Int)
+    case deliver(Message, snapshot: MachineState?)
+    case writeComplete(slot: Int, incarnation: Int)
+    case snapshotReport(slot: Int, incarnation: Int, peer: NodeID, succeeded: Bool)
+    case unreachableReport(slot: Int, incarnation: Int, peer: NodeID)
+    case propose
+    case read
+    case partition
+    case healPartition(generation: Int)
+    case crash
+    case restart(slot: Int)
+    case crashNode(slot: Int, incarnation: Int)
+    case membershipChange
+    case transfer
+    case heal
+    case postHealCheck
+  }
+
+  let options: SimulationOptions
+  let faults: FaultProfile
+  var rng: SplitMix64
+  var now: UInt64 = 0
+  var queue = EventQueue<Event>()
+  var nodes: [SimulatedNode] = []
+  var slotByID: [NodeID: Int] = [:]
+  var checker = InvariantChecker()
+  var trace: TraceRing
+  var report: SimulationReport
+  /// `blocked[from][to]`: messages on that link are lost.
+  var blocked: [[Bool]]
+  var partitionGeneration = 0
+  var healed = false
+  let healTime: UInt64
+  var nextRequestID: UInt64 = 1
+  var postHeal = PostHealProgress()
+  var finished = false
+
+  struct PostHealProgress {
+    var leader: NodeID?
+    var leaderTerm: UInt64 = 0
+    var positions: [LogPosition] = []
+    var leaderDeadline: UInt64 = 0
+    var applyDeadline: UInt64 = 0
+  }
+
+  public init(options: SimulationOptions) {
+    self.options = options
+    var rng = SplitMix64(seed: options.seed)
+    faults = options.faults ?? FaultProfile.random(using: &rng)
+    self.rng = rng
+    trace = TraceRing(capacity: options.traceCapacity)
+    report = SimulationReport(seed: options.seed, nodeCount: options.nodeCount)
+    report.faults = faults.description
+    let total = options.nodeCount + options.spareNodes
+    blocked = Array(repeating: Array(repeating: false, count: total), count: total)
+    healTime = UInt64(options.faultPhaseTicks) * options.tickMicros
+    let initialVoters = (1...options.nodeCount).map { NodeID(UInt64($0)) }
+    let bootstrap = RaftNode.bootstrap(Configuration(voters: initialVoters))
+    for slot in 0..<total {
+      let id = NodeID(UInt64(slot + 1))
+      // Clocks drift by up to ±0.5%, well inside the lease safety margin.
+      let drift = Int64(self.rng.next() % 101) - 50
+      let tick = UInt64(Int64(options.tickMicros) + Int64(options.tickMicros) * drift / 10_000)
+      let node = SimulatedNode(id: id, slot: slot, tickMicros: tick)
+      if slot < options.nodeCount {
+        node.disk.hardState = bootstrap.hardState
+        node.disk.entries = bootstrap.entries
+      }
+      nodes.append(node)
+      slotByID[id] = slot
+    }
+  }
+
+  /// Runs to the end and reports. Never traps on a violation: it is returned in the report.
+  public func run() -> SimulationReport {
+    do {
+      try start()
+      while !finished, let (time, event) = queue.next() {
+        precondition(time >= now, "time went backwards")
+        now = time
+        report.events += 1
+        report.fingerprint = Fingerprint.combine(report.fingerprint, time)
+        try handle(event)
+      }
+    } catch {
+      report.violation = error
+    }
+    report.simulatedMicros = now
+
+    report.trace = trace.lines
+    return report
+  }
+
+  private func start() throws(Violation) {
+    for node in nodes {
+      try boot(node)
+    }
+    scheduleRecurring(.propose, every: faults.proposalIntervalTicks)
+    scheduleRecurring(.read, every: faults.readIntervalTicks)
+    scheduleRecurring(.partition, every: Double(faults.partitionIntervalTicks))
+    scheduleRecurring(.crash, every: Double(faults.crashIntervalTicks))
+    scheduleRecurring(.membershipChange, every: Double(faults.membershipChangeIntervalTicks))
+    scheduleRecurring(.transfer, every: Double(faults.transferIntervalTicks))
+    queue.schedule(at: healTime, .heal)
+  }
+
+  /// Schedules the next occurrence of a recurring fault or client action during the fault phase,
+  /// at a uniformly random delay averaging `ticks`.
+  func scheduleRecurring(_ event: Event, every ticks: Double) {
+    guard ticks > 0, !healed else { return }
+    let mean = ticks * Double(options.tickMicros)
+    let delay = UInt64(Double(random(1000)) / 1000 * 2 * mean) + 1
+    guard now + delay < healTime else { return }
+    queue.schedule(at: now + delay, event)
+  }
+
+  // MARK: - Randomness
+
+  func random(_ bound: UInt64) -> UInt64 {
+    precondition(bound > 0)
+    return rng.next() % bound
+  }
+
+  func chance(_ probability: Double) -> Bool {
+    probability > 0 && Double(rng.next() >> 11) / Double(1 << 53) < probability
+  }
+
+  func pick<T>(_ items: [T]) -> T? {
+    items.isEmpty ? nil : items[Int(random(UInt64(items.count)))]
+  }
+
+  // MARK: - Nodes
+
+  /// Starts (or restarts) a node from what its disk holds.
+  func boot(_ node: SimulatedNode) throws(Violation) {
+    precondition(!node.isUp)
+    var raftOptions = RaftOptions(id: node.id, randomSeed: options.seed &+ UInt64(node.incarnation) &* 7919)
+    raftOptions.electionTimeoutTicks = options.electionTimeoutTicks
+    raftOptions.heartbeatTicks = options.heartbeatTicks
+    raftOptions.compactionRetainEntries = faults.compactionRetainEntries
+    raftOptions.maxInflightMessages = 8
+    raftOptions.maxMessageBytes = faults.maxMessageBytes
+    raftOptions.maxInflightBytes = 8 * faults.maxMessageBytes
+    raftOptions.plantedBugs = options.plantedBugs
+    let stored = node.disk.storedState
+    let raft = RaftNode(options: raftOptions, stored: stored)
+    node.raft = raft
+    node.machine = node.disk.snapshotMachine
+    node.snapshot = (node.disk.snapshot, node.disk.snapshotMachine)
+    node.commitChecked = 0
+    node.leaderWatermark = nil
+    try checker.machineRestored(node.machine, by: node.id, at: now)
+    if node.incarnation > 0 {
+      record(
+        .restart(
+          node.id,
+          StoredStateSummary(
+            hardState: stored.hardState, snapshotIndex: stored.snapshot.index, lastIndex: raft.lastIndex)))
+    }
+    let phase = random(node.tickMicros) + 1
+    queue.schedule(at: now + phase, .tick(slot: node.slot, incarnation: node.incarnation))
+    try process(node)
+  }
+
+  func crash(_ node: SimulatedNode) {
+    guard node.isUp else { return }
+    node.raft = nil
+    node.incarnation += 1
+    report.crashes += 1
+    // Writes not yet synced are lost, except that a prefix of the write stream may have reached
+    // the disk anyway (and the separately written hard state may or may not have).
+    var surviving = 0
+    if !node.pendingWrites.isEmpty && chance(faults.tornWriteProbability) {
+      surviving = Int(random(UInt64(node.pendingWrites.count) + 1))
+      for write in node.pendingWrites.prefix(surviving) { node.disk.apply(write) }
+      if surviving < node.pendingWrites.count {
+        let partial = node.pendingWrites[surviving]
+        let keep = Int(random(UInt64(partial.entries.count) + 1))
+        var torn = partial
+        if torn.snapshot != nil && !chance(0.5) { torn.snapshot = nil }
+        if torn.snapshot == nil, let first = torn.entries.first, !diskAccepts(node.disk, first) {
+          torn.entries = []
+        }
+        node.disk.apply(torn, entryLimit: keep, includeHardState: chance(0.5))
+      }
+    }
+    record(.crash(node.id, survivingWrites: surviving, pendingWrites: node.pendingWrites.count))
+    node.pendingWrites = []
+    node.stagedSnapshot = nil
+    node.proposals = [:]
+    node.reads = [:]
+  }
+
+  private func diskAccepts(_ disk: SimulatedDisk, _ first: LogEntry) -> Bool {
+    disk.entries.last.map { first.index <= $0.index + 1 } ?? (first.index <= disk.snapshot.index + 1)
+  }
+
+  /// The node that currently believes it leads with the highest term, if any.
+  var currentLeader: SimulatedNode? {
+    var best: SimulatedNode?
+    for node in nodes {
+      guard let raft = node.raft, raft.isLeader else { continue }
+      if best == nil || raft.currentTerm > best!.raft!.currentTerm { best = node }
+    }
+    return best
+  }
+
+  func record(_ event: TraceEvent) {
+    trace.record(now, event)
+  }
+}

@@ -1,0 +1,87 @@
+@_spi(Testing) import Raft
+
+/// Runs many seeds, spread over the available cores, and summarizes.
+public enum SimulationSuite {
+  public struct Summary: Sendable, CustomStringConvertible {
+    public var nodeCount: Int
+    public var seeds = 0
+    public var events = 0
+    public var simulatedMicros: UInt64 = 0
+    public var elections = 0
+    public var crashes = 0
+    public var partitions = 0
+    public var membershipChanges = 0
+    public var transfers = 0
+    public var snapshotsInstalled = 0
+    public var proposalsAcknowledged = 0
+    public var readsServed = 0
+    /// Failing runs, lowest seed first.
+    public var failures: [SimulationReport] = []
+
+    public var description: String {
+      "\(nodeCount)-node cluster: \(seeds) seeds, \(events) events, \(simulatedMicros / 1_000_000)s simulated, "
+        + "\(elections) elections, \(crashes) crashes, \(partitions) partitions, \(membershipChanges) membership "
+        + "changes, \(transfers) transfers, \(snapshotsInstalled) snapshots installed, \(proposalsAcknowledged) "
+        + "writes acknowledged, \(readsServed) reads checked: \(failures.isEmpty ? "all passed" : "\(failures.count) FAILED")"
+    }
+
+    mutating func add(_ report: SimulationReport) {
+      seeds += 1
+      events += report.events
+      simulatedMicros += report.simulatedMicros
+      elections += report.leaderElections
+      crashes += report.crashes
+      partitions += report.partitions
+      membershipChanges += report.membershipChanges
+      transfers += report.leadershipTransfers
+      snapshotsInstalled += report.snapshotsInstalled
+      proposalsAcknowledged += report.proposalsAcknowledged
+      readsServed += report.readsServed
+      if !report.passed { failures.append(report) }
+    }
+  }
+
+  /// Runs `seeds` with `configure` applied to each run's options, on `parallelism` tasks.
+  public static func run(
+    seeds: ClosedRange<UInt64>, nodeCount: Int, parallelism: Int = 2,
+    configure: @escaping @Sendable (inout SimulationOptions) -> Void = { _ in }
+  ) async -> Summary {
+    let workers = max(1, parallelism)
+    let reports = await withTaskGroup(of: [SimulationReport].self) { group in
+      for worker in 0..<workers {
+        group.addTask {
+          var mine: [SimulationReport] = []
+          var seed = seeds.lowerBound + UInt64(worker)
+          while seed <= seeds.upperBound {
+            var options = SimulationOptions(seed: seed, nodeCount: nodeCount)
+            configure(&options)
+            var report = ClusterSimulation(options: options).run()
+            if report.passed { report.trace = [] }
+            mine.append(report)
+            seed += UInt64(workers)
+          }
+          return mine
+        }
+      }
+      var all: [SimulationReport] = []
+      for await batch in group { all.append(contentsOf: batch) }
+      return all
+    }
+    var summary = Summary(nodeCount: nodeCount)
+    for report in reports.sorted(by: { $0.seed < $1.seed }) { summary.add(report) }
+    return summary
+  }
+
+  /// The first seed in `seeds` whose run reports a violation, with its report.
+  public static func firstFailure(
+    seeds: ClosedRange<UInt64>, nodeCount: Int, configure: (inout SimulationOptions) -> Void
+  ) -> SimulationReport? {
+    for seed in seeds {
+      var options = SimulationOptions(seed: seed, nodeCount: nodeCount)
+      configure(&options)
+      let report = ClusterSimulation(options: options).run()
+      if !report.passed { return report }
+    }
+    return nil
+  }
+}
