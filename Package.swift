@@ -11,13 +11,16 @@ let package = Package(
     .executable(name: "raft-sim", targets: ["raft-sim"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
   ],
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
     .target(name: "Raft"),
     // Seeded cluster simulator, fault models and invariant checkers.
     .target(name: "RaftSimulation", dependencies: ["Raft"]),
+    // Write-ahead log, hard state and snapshot files; in-memory twins for tests.
+    .target(name: "RaftStorage", dependencies: ["Raft", .product(name: "Logging", package: "swift-log")]),
     .executableTarget(
       name: "raft-sim",
       dependencies: ["RaftSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -25,8 +28,13 @@ let package = Package(
     // Throughput of the core alone (no I/O); see BENCHMARKS.md.
     .executableTarget(name: "raft-core-bench", dependencies: ["Raft"], path: "Sources/raft-core-bench"),
 
+    // Storage benchmark (BENCHMARKS.md) and the child process the WAL crash test kills.
+    .executableTarget(name: "raft-storage-bench", dependencies: ["RaftStorage"]),
+    .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
+
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
     .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "Raft"]),
+    .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
   ],
   swiftLanguageModes: [.v6]
 )
