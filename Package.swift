@@ -13,6 +13,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
   ],
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
@@ -28,12 +29,17 @@ let package = Package(
     // Throughput of the core alone (no I/O); see BENCHMARKS.md.
     .executableTarget(name: "raft-core-bench", dependencies: ["Raft"], path: "Sources/raft-core-bench"),
 
+    // The replicated key-value state machine: commands, revisions, idempotency, snapshots.
+    .target(
+      name: "KVStore",
+      dependencies: ["Raft", .product(name: "HashTreeCollections", package: "swift-collections")]),
     // Storage benchmark (BENCHMARKS.md) and the child process the WAL crash test kills.
     .executableTarget(name: "raft-storage-bench", dependencies: ["RaftStorage"]),
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
 
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
     .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "Raft"]),
+    .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
   ],
   swiftLanguageModes: [.v6]
