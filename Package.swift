@@ -14,6 +14,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
   ],
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
@@ -29,6 +30,16 @@ let package = Package(
     // Throughput of the core alone (no I/O); see BENCHMARKS.md.
     .executableTarget(name: "raft-core-bench", dependencies: ["Raft"], path: "Sources/raft-core-bench"),
 
+    // Peer-to-peer TCP on SwiftNIO: the frame codec, connections with reconnect, snapshot streaming.
+    .target(
+      name: "RaftTransport",
+      dependencies: [
+        "Raft", "RaftStorage",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ]),
     // The replicated key-value state machine: commands, revisions, idempotency, snapshots.
     .target(
       name: "KVStore",
@@ -39,6 +50,14 @@ let package = Package(
 
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
     .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "Raft"]),
+    .testTarget(
+      name: "RaftTransportTests",
+      dependencies: [
+        "RaftTransport", "Raft", "RaftStorage",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
   ],

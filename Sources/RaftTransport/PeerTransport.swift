@@ -1,0 +1,146 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Raft
+import RaftStorage
+
+/// Raft's network: listens on the raft address for peers' connections and keeps one outbound
+/// connection to each peer. Thread-safe; `send` can be called from anywhere and never blocks.
+public final class PeerTransport: Sendable {
+  public let localID: NodeID
+  let group: any EventLoopGroup
+  let options: TransportOptions
+  let logger: Logger
+  let delegate: any TransportDelegate
+  private let peers = NIOLockedValueBox<[NodeID: OutboundPeer]>([:])
+  private let listener = NIOLockedValueBox<(any Channel)?>(nil)
+
+  public init(
+    localID: NodeID, group: any EventLoopGroup, options: TransportOptions = TransportOptions(),
+    logger: Logger,
+    delegate: any TransportDelegate
+  ) {
+    self.localID = localID
+    self.group = group
+    self.options = options
+    self.logger = logger
+    self.delegate = delegate
+  }
+
+  /// Starts listening; returns the bound address (useful with port 0).
+  @discardableResult
+  public func listen(host: String, port: Int) async throws -> SocketAddress {
+    let localID = localID
+    let delegate = delegate
+    let logger = logger
+    let maxFrameBytes = options.maxFrameBytes
+    let channel = try await ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 256)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelOption(.maxMessagesPerRead, value: 16)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let sync = channel.pipeline.syncOperations
+          try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
+          try sync.addHandler(InboundConnectionHandler(localID: localID, delegate: delegate, logger: logger))
+        }
+      }
+      .bind(host: host, port: port)
+      .get()
+    listener.withLockedValue { $0 = channel }
+    return channel.localAddress!
+  }
+
+  /// Sets where each peer listens (from the newest configuration). Peers no longer listed are
+  /// disconnected; changed addresses reconnect.
+  public func setPeers(_ addresses: [NodeID: String]) {
+    let removed: [OutboundPeer] = peers.withLockedValue { peers in
+      var removed: [OutboundPeer] = []
+      for (id, peer) in peers where addresses[id] == nil {
+        removed.append(peer)
+        peers[id] = nil
+      }
+      for (id, address) in addresses where id != localID {
+        if let existing = peers[id] {
+          existing.updateAddress(address)
+        } else {
+          peers[id] = OutboundPeer(
+            peer: id, address: address, localID: localID, eventLoop: group.next(), options: options,
+            logger: logger, transport: self)
+        }
+      }
+      return removed
+    }
+    for peer in removed { _ = peer.close() }
+  }
+
+  /// Sends messages, grouped into one write per peer. Messages to unknown peers are dropped.
+  public func send(_ messages: [Message]) {
+    guard !messages.isEmpty else { return }
+    let targets = peers.withLockedValue { $0 }
+    if messages.count == 1 || messages.allSatisfy({ $0.to == messages[0].to }) {
+      targets[messages[0].to]?.send(messages)
+      return
+    }
+    var byPeer: [NodeID: [Message]] = [:]
+    for message in messages { byPeer[message.to, default: []].append(message) }
+    for (peer, batch) in byPeer { targets[peer]?.send(batch) }
+  }
+
+  /// Messages dropped so far because a peer's queue was full.
+  public var droppedMessages: Int {
+    peers.withLockedValue { $0.values.reduce(0) { $0 + $1.droppedMessages } }
+  }
+
+  func reportUnreachable(_ peer: NodeID) {
+    delegate.transportPeerUnreachable(peer)
+  }
+
+  /// Streams a snapshot to the peer named in `message` (an installSnapshot) on a connection of its
+  /// own, so that heartbeats keep flowing meanwhile. The outcome is reported to the delegate.
+  public func sendSnapshot(_ message: Message, source: any SnapshotSource) {
+    let peer = message.to
+    guard let address = peers.withLockedValue({ $0[peer]?.address }) else {
+      source.close()
+      delegate.transportSnapshotSent(to: peer, succeeded: false)
+      return
+    }
+    let box = SnapshotSourceBox(source)
+    Task {
+      let succeeded: Bool
+      do {
+        try await SnapshotSender(transport: self, message: message, address: address, source: box.source)
+          .run()
+        succeeded = true
+      } catch {
+        logger.warning("sending snapshot \(box.source.metadata.index) to \(peer) failed: \(error)")
+        succeeded = false
+      }
+      box.source.close()
+      delegate.transportSnapshotSent(to: peer, succeeded: succeeded)
+    }
+  }
+
+  /// Closes the listener and every connection.
+  public func shutdown() async {
+    let channel = listener.withLockedValue { channel in
+      defer { channel = nil }
+      return channel
+    }
+    try? await channel?.close()
+    let all = peers.withLockedValue { peers in
+      defer { peers = [:] }
+      return Array(peers.values)
+    }
+    for peer in all { try? await peer.close().get() }
+  }
+}
+
+/// Carries a snapshot source into the sending task.
+private final class SnapshotSourceBox: @unchecked Sendable {
+  // Unchecked: the source is handed to exactly one task and used only there.
+  let source: any SnapshotSource
+  init(_ source: any SnapshotSource) { self.source = source }
+}
