@@ -48,6 +48,7 @@ public struct ByteReader {
   private let end: Int
 
   public init(_ bytes: [UInt8], offset: Int = 0, end: Int? = nil) {
+    precondition(offset >= 0 && offset <= (end ?? bytes.count) && (end ?? bytes.count) <= bytes.count)
     self.bytes = bytes
     self.offset = offset
     self.end = end ?? bytes.count

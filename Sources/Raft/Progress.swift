@@ -69,6 +69,16 @@ struct Progress {
     inflights.reset()
   }
 
+  /// A snapshot stream failed: nothing beyond `match` is known to have arrived. The next probe starts
+  /// after `match`, which (being compacted away) makes the leader send a snapshot again — once the
+  /// follower has answered a heartbeat, so an unreachable peer is not hammered.
+  mutating func snapshotFailed() {
+    state = .probe
+    next = match + 1
+    probeSent = true
+    inflights.reset()
+  }
+
   mutating func becomeSnapshot(index: UInt64) {
     state = .snapshot(index: index)
     probeSent = false

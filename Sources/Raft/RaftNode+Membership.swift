@@ -57,7 +57,7 @@ extension RaftNode {
       return
     }
     let successor = progress.filter { $0.isVoter && $0.match == log.lastIndex }.first?.id
-    if let successor { send(to: successor, .timeoutNow) }
+    if let successor { sendTimeoutNow(to: successor) }
     becomeFollower(term: term, leader: nil)
   }
 
@@ -74,8 +74,15 @@ extension RaftNode {
     transferTarget = target
     transferElapsed = 0
     if progress[k].match == log.lastIndex {
-      send(to: target, .timeoutNow)
+      sendTimeoutNow(to: target)
     }
+  }
+
+  /// Tells `target` to campaign now. The lease is revoked for the rest of the term (see
+  /// `ReadTracker.leaseRevoked`).
+  func sendTimeoutNow(to target: NodeID) {
+    reads.leaseRevoked = true
+    send(to: target, .timeoutNow)
   }
 
   func abortLeadershipTransfer() {
@@ -110,7 +117,12 @@ extension RaftNode {
   /// again and sends a snapshot anew if still needed; on success it waits for the follower's answer.
   public func reportSnapshot(to peer: NodeID, succeeded: Bool) {
     guard role == .leader, let k = progressIndex(of: peer), case .snapshot = progress[k].state else { return }
-    progress[k].becomeProbe()
-    if succeeded { progress[k].probeSent = true }
+    if succeeded {
+      // Wait for the follower's answer to the installSnapshot message before sending more.
+      progress[k].becomeProbe()
+      progress[k].probeSent = true
+    } else {
+      progress[k].snapshotFailed()
+    }
   }
 }

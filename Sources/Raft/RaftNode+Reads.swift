@@ -22,6 +22,10 @@ struct ReadTracker {
   var roundSentTicks = [(round: UInt64, tick: UInt64)](repeating: (0, 0), count: 32)
   /// Leader: lease reads are answered locally until this tick.
   var leaseExpiresAtTick: UInt64 = 0
+  /// Leader: set once this leader sent TimeoutNow in its term. Such a message may arrive late, after
+  /// the transfer was abandoned, and start an election that ignores followers' leases — so from then
+  /// on this term's reads all take a ReadIndex round.
+  var leaseRevoked = false
   /// Follower: reads forwarded to the leader, with a sequence number to fail them in order.
   var forwarded: [UInt64: UInt64] = [:]
   var forwardedSequence: UInt64 = 0
@@ -34,6 +38,7 @@ struct ReadTracker {
     confirmedRound = 0
     roundNeeded = false
     leaseExpiresAtTick = 0
+    leaseRevoked = false
   }
 
   mutating func startRound(atTick tick: UInt64) -> UInt64 {
@@ -82,7 +87,10 @@ extension RaftNode {
     read.index = log.committed
     let configuration = log.configurations.latest
     let aloneInQuorum = configuration.quorum == 1 && configuration.isVoter(id)
-    let leaseHolds = read.mode == .lease && transferTarget == nil && ticks < reads.leaseExpiresAtTick
+    // Followers honour a lease only under check-quorum (see `inLease`).
+    let leaseHolds =
+      read.mode == .lease && options.checkQuorum && !reads.leaseRevoked && transferTarget == nil
+      && ticks < reads.leaseExpiresAtTick
     if aloneInQuorum || leaseHolds || options.plantedBugs.contains(.readIndexWithoutHeartbeat) {
       answerRead(read, .ready(index: read.index))
       return

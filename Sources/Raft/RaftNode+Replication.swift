@@ -111,7 +111,7 @@ extension RaftNode {
       }
       if advanced { maybeCommit() }
       if transferTarget == peer && progress[k].match == log.lastIndex {
-        send(to: peer, .timeoutNow)
+        sendTimeoutNow(to: peer)
       }
     case .rejected(let rejectedIndex, let hintIndex, let hintTerm):
       let probeFrom = log.conflictHint(atOrBelow: hintIndex, maxTerm: hintTerm).index + 1

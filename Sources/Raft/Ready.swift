@@ -5,6 +5,9 @@
 /// 1. Write `snapshot` (if any), then `entries` (the first entry's index may be at or below the
 ///    last stored index: drop the stored suffix from there first), then `hardState`, and make them
 ///    durable (fsync). Writes of consecutive `Ready`s may be pipelined but must become durable in order.
+///    After a crash, any prefix of the unsynced writes may have survived, and the hard state may be
+///    newer than the entries — but a snapshot install and a suffix truncation must be durable before
+///    anything written after them, or a restored commit index could cover a stale entry.
 /// 2. `messages` may be sent at once, in parallel with step 1: they are the leader's appends and
 ///    heartbeats, which the thesis (§10.2.1) allows before the leader's own write completes, because
 ///    the leader counts itself toward a quorum only once `persisted(through:)` says so.

@@ -177,7 +177,8 @@ public final class ClusterSimulation {
     node.incarnation += 1
     report.crashes += 1
     // Writes not yet synced are lost, except that a prefix of the write stream may have reached
-    // the disk anyway (and the separately written hard state may or may not have).
+    // the disk anyway (and the separately written hard state may or may not have). Snapshot installs
+    // and truncations are durable before anything after them, as RaftStorage guarantees.
     var surviving = 0
     if !node.pendingWrites.isEmpty && chance(faults.tornWriteProbability) {
       surviving = Int(random(UInt64(node.pendingWrites.count) + 1))
@@ -185,12 +186,7 @@ public final class ClusterSimulation {
       if surviving < node.pendingWrites.count {
         let partial = node.pendingWrites[surviving]
         let keep = Int(random(UInt64(partial.entries.count) + 1))
-        var torn = partial
-        if torn.snapshot != nil && !chance(0.5) { torn.snapshot = nil }
-        if torn.snapshot == nil, let first = torn.entries.first, !diskAccepts(node.disk, first) {
-          torn.entries = []
-        }
-        node.disk.apply(torn, entryLimit: keep, includeHardState: chance(0.5))
+        node.disk.apply(partial, entryLimit: keep, includeHardState: chance(0.5))
       }
     }
     record(.crash(node.id, survivingWrites: surviving, pendingWrites: node.pendingWrites.count))
@@ -198,10 +194,6 @@ public final class ClusterSimulation {
     node.stagedSnapshot = nil
     node.proposals = [:]
     node.reads = [:]
-  }
-
-  private func diskAccepts(_ disk: SimulatedDisk, _ first: LogEntry) -> Bool {
-    disk.entries.last.map { first.index <= $0.index + 1 } ?? (first.index <= disk.snapshot.index + 1)
   }
 
   /// The node that currently believes it leads with the highest term, if any.

@@ -39,21 +39,24 @@ struct SimulatedDisk {
     StoredState(hardState: hardState, snapshot: snapshot, entries: entries)
   }
 
+  /// Applies a write, or — after a crash — the part of it that reached the disk: the snapshot install and
+  /// the truncation of a conflicting suffix always (RaftStorage makes both durable before writing
+  /// anything after them), then the first `entryLimit` appended entries, and the separately written
+  /// hard state only if `includeHardState`.
   mutating func apply(_ write: PendingWrite, entryLimit: Int? = nil, includeHardState: Bool = true) {
     if let (metadata, machine) = write.snapshot {
       snapshot = metadata
       snapshotMachine = machine
       entries = []
     }
-    let newEntries = entryLimit.map { write.entries.prefix($0) } ?? write.entries[...]
-    if let first = newEntries.first {
+    if let first = write.entries.first {
       if let k = entries.firstIndex(where: { $0.index >= first.index }) {
         entries.removeSubrange(k...)
       }
       precondition(
         entries.last.map { $0.index + 1 == first.index } ?? (first.index <= snapshot.index + 1),
         "disk log would have a gap before \(first.index)")
-      entries.append(contentsOf: newEntries)
+      entries.append(contentsOf: entryLimit.map { write.entries.prefix($0) } ?? write.entries[...])
     }
     if includeHardState, let hardState = write.hardState { self.hardState = hardState }
   }
