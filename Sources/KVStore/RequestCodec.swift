@@ -1,0 +1,164 @@
+// Request wire format, version 1 (all integers LEB128 varints unless noted):
+//
+//   version: u8 = 1
+//   flags: u8            bit 0: an idempotency key follows; other bits must be 0
+//   proposedAtMillis
+//   [idempotency key: length, bytes]
+//   tag: u8              1 put, 2 delete, 3 compare-and-set
+//   put:    pair count, then per pair: key length, key, value length, value
+//   delete: key length, key
+//   cas:    has-expected u8 (0/1), [expected length, expected], key length, key, value length, value
+//
+// Strings are UTF-8; the entry must end exactly after the command.
+
+enum RequestFormat {
+  static let version: UInt8 = 1
+  static let flagIdempotencyKey: UInt8 = 1
+  static let tagPut: UInt8 = 1
+  static let tagDelete: UInt8 = 2
+  static let tagCompareAndSet: UInt8 = 3
+}
+
+extension KVRequest {
+  /// The compact, versioned bytes to put in a log entry.
+  public func encoded() -> [UInt8] {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(encodedCapacityEstimate)
+    bytes.append(RequestFormat.version)
+    bytes.append(idempotencyKey == nil ? 0 : RequestFormat.flagIdempotencyKey)
+    bytes.appendVarint(proposedAtMillis)
+    if let idempotencyKey { bytes.appendLengthPrefixed(idempotencyKey) }
+    switch command {
+    case .put(let pairs):
+      bytes.append(RequestFormat.tagPut)
+      bytes.appendVarint(UInt64(pairs.count))
+      for pair in pairs {
+        bytes.appendLengthPrefixed(pair.key)
+        bytes.appendLengthPrefixed(pair.value)
+      }
+    case .delete(let key):
+      bytes.append(RequestFormat.tagDelete)
+      bytes.appendLengthPrefixed(key)
+    case .compareAndSet(let key, let expected, let value):
+      bytes.append(RequestFormat.tagCompareAndSet)
+      if let expected {
+        bytes.append(1)
+        bytes.appendLengthPrefixed(expected)
+      } else {
+        bytes.append(0)
+      }
+      bytes.appendLengthPrefixed(key)
+      bytes.appendLengthPrefixed(value)
+    }
+    return bytes
+  }
+
+  /// Reads what `encoded()` wrote. Any input either decodes or throws; none traps.
+  public init(decoding bytes: [UInt8]) throws(KVDecodingError) {
+    let decoded = bytes.withUnsafeBytes { raw in
+      Result { () throws(KVDecodingError) -> KVRequest in
+        let parsed = try ParsedRequest(parsing: raw)
+        func string(_ range: Range<Int>) -> String {
+          String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
+        }
+        let command: KVCommand
+        switch parsed.command {
+        case .put(let count, let firstPair):
+          var pairs: [KeyValue] = []
+          pairs.reserveCapacity(count)
+          parsed.forEachPair(in: raw, count: count, from: firstPair) { key, value in
+            pairs.append(KeyValue(key: string(key), value: string(value)))
+          }
+          command = .put(pairs)
+        case .delete(let key):
+          command = .delete(key: string(key))
+        case .compareAndSet(let key, let expected, let value):
+          command = .compareAndSet(key: string(key), expected: expected.map(string), value: string(value))
+        }
+        return KVRequest(
+          command: command, idempotencyKey: parsed.idempotencyKey.map(string),
+          proposedAtMillis: parsed.proposedAtMillis)
+      }
+    }
+    self = try decoded.get()
+  }
+
+  private var encodedCapacityEstimate: Int {
+    var total = 16 + (idempotencyKey?.utf8.count ?? 0) + 5
+    switch command {
+    case .put(let pairs):
+      for pair in pairs { total += pair.key.utf8.count + pair.value.utf8.count + 10 }
+    case .delete(let key):
+      total += key.utf8.count + 5
+    case .compareAndSet(let key, let expected, let value):
+      total += key.utf8.count + (expected?.utf8.count ?? 0) + value.utf8.count + 16
+    }
+    return total
+  }
+}
+
+/// A request located in borrowed bytes: ranges instead of strings, so `apply` allocates nothing to
+/// read it. Constructing one validates the whole structure and every string's UTF-8, so later walks
+/// over the pairs cannot fail.
+struct ParsedRequest {
+  enum Command {
+    case put(count: Int, firstPair: Int)
+    case delete(key: Range<Int>)
+    case compareAndSet(key: Range<Int>, expected: Range<Int>?, value: Range<Int>)
+  }
+
+  var proposedAtMillis: UInt64
+  var idempotencyKey: Range<Int>?
+  var command: Command
+
+  init(parsing bytes: UnsafeRawBufferPointer) throws(KVDecodingError) {
+    var cursor = WireCursor(bytes)
+    let version = try cursor.readByte()
+    guard version == RequestFormat.version else { throw .unsupportedVersion(version) }
+    let flags = try cursor.readByte()
+    guard flags & ~RequestFormat.flagIdempotencyKey == 0 else { throw .unknownTag(flags) }
+    proposedAtMillis = try cursor.readVarint()
+    idempotencyKey = flags & RequestFormat.flagIdempotencyKey != 0 ? try cursor.readUTF8() : nil
+    let tag = try cursor.readByte()
+    switch tag {
+    case RequestFormat.tagPut:
+      let count = try cursor.readVarint()
+      // Each pair takes at least two bytes, which bounds the count before it is trusted.
+      guard count <= UInt64(cursor.remaining / 2) else { throw .truncated }
+      let firstPair = cursor.offset
+      for _ in 0..<count {
+        _ = try cursor.readUTF8()
+        _ = try cursor.readUTF8()
+      }
+      command = .put(count: Int(count), firstPair: firstPair)
+    case RequestFormat.tagDelete:
+      command = .delete(key: try cursor.readUTF8())
+    case RequestFormat.tagCompareAndSet:
+      let expected: Range<Int>?
+      switch try cursor.readByte() {
+      case 0: expected = nil
+      case 1: expected = try cursor.readUTF8()
+      case let other: throw .unknownTag(other)
+      }
+      let key = try cursor.readUTF8()
+      command = .compareAndSet(key: key, expected: expected, value: try cursor.readUTF8())
+    default:
+      throw .unknownTag(tag)
+    }
+    guard cursor.remaining == 0 else { throw .trailingBytes(cursor.remaining) }
+  }
+
+  /// Walks the pairs of an already validated put.
+  @inline(__always)
+  func forEachPair(
+    in bytes: UnsafeRawBufferPointer, count: Int, from firstPair: Int,
+    _ body: (_ key: Range<Int>, _ value: Range<Int>) -> Void
+  ) {
+    var cursor = WireCursor(bytes, offset: firstPair)
+    for _ in 0..<count {
+      guard let key = try? cursor.readLengthPrefixed(), let value = try? cursor.readLengthPrefixed()
+      else { preconditionFailure("pairs were validated when the request was parsed") }
+      body(key, value)
+    }
+  }
+}
