@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Wraps a file system and makes chosen calls fail, for tests of what storage does when the disk
+/// misbehaves: the Nth write or sync failing with a chosen errno, short writes, a full disk.
+///
+/// Failures happen before the call reaches the wrapped file system, so a failed write wrote nothing
+/// and a failed sync synced nothing (what the page cache then holds is what a real failure can leave).
+/// Single-threaded, like the storage it serves.
+public final class FaultInjectingFileSystem: StorageFileSystem {
+  public enum Operation: String, Hashable, Sendable, CaseIterable {
+    /// `pwrite`.
+    case write
+    /// `fdatasync`, `fsync` and directory `fsync`.
+    case sync
+    case truncate
+    case allocate
+    case rename
+    case remove
+    /// Opening with `.createNew` or `.createOrTruncate`.
+    case create
+  }
+
+  private struct Fault {
+    var operation: Operation
+    var callsLeft: Int
+    var errno: Int32
+    var pathContains: String?
+    var sticky: Bool
+  }
+
+  private let base: any StorageFileSystem
+  private var faults: [Fault] = []
+  /// Calls seen so far, per operation (failed ones included).
+  public private(set) var calls: [Operation: Int] = [:]
+  /// One line per injected failure, for test diagnostics.
+  public private(set) var injected: [String] = []
+  /// Every checked call in order (operation and path), for tests of what happens before what.
+  public private(set) var trace: [(operation: Operation, path: String)] = []
+  /// Each `pwrite` writes at most this many bytes; nil writes everything asked.
+  public var maxBytesPerWrite: Int?
+  /// How many more bytes files may grow by. A write that would grow a file further writes what fits
+  /// (a short write) and the next one fails with ENOSPC, as a full disk does. Nil: unlimited.
+  public var spaceRemaining: Int64?
+
+  public init(wrapping base: any StorageFileSystem = POSIXFileSystem()) {
+    self.base = base
+  }
+
+  /// Makes the `call`th matching call of `operation` from now on (1 = the next) fail with `errno`.
+  /// With `sticky`, every matching call after it fails too, like a disk that has gone bad.
+  public func fail(
+    _ operation: Operation, onCall call: Int = 1, errno: Int32 = EIO, pathContains: String? = nil,
+    sticky: Bool = false
+  ) {
+    precondition(call >= 1)
+    faults.append(
+      Fault(operation: operation, callsLeft: call, errno: errno, pathContains: pathContains, sticky: sticky))
+  }
+
+  public func clearTrace() { trace.removeAll() }
+
+  public func clearFaults() {
+    faults.removeAll()
+    maxBytesPerWrite = nil
+    spaceRemaining = nil
+  }
+
+  func check(_ operation: Operation, _ path: String) throws(StorageError) {
+    calls[operation, default: 0] += 1
+    trace.append((operation, path))
+    for k in faults.indices where faults[k].operation == operation {
+      if let fragment = faults[k].pathContains, !path.contains(fragment) { continue }
+      if faults[k].callsLeft > 1 {
+        faults[k].callsLeft -= 1
+        continue
+      }
+      let fault = faults[k]
+      if !fault.sticky { faults.remove(at: k) }
+      injected.append("\(operation) \(path) errno \(fault.errno)")
+      throw POSIXFileSystem.error("\(operation) (injected)", path, fault.errno)
+    }
+  }
+
+  /// Charges `growth` bytes against the space budget; returns how many of them fit.
+  func reserveSpace(_ growth: Int64) -> Int64 {
+    guard let remaining = spaceRemaining, growth > 0 else { return growth }
+    let granted = min(growth, remaining)
+    spaceRemaining = remaining - granted
+    return granted
+  }
+
+  public func open(_ path: String, mode: FileOpenMode) throws(StorageError) -> any StorageFile {
+    if mode == .createNew || mode == .createOrTruncate { try check(.create, path) }
+    return FaultInjectingFile(base: try base.open(path, mode: mode), fileSystem: self)
+  }
+
+  public func fileExists(_ path: String) -> Bool { base.fileExists(path) }
+
+  public func isDirectory(_ path: String) -> Bool { base.isDirectory(path) }
+
+  public func rename(_ from: String, to: String) throws(StorageError) {
+    try check(.rename, from)
+    try base.rename(from, to: to)
+  }
+
+  public func remove(_ path: String) throws(StorageError) {
+    try check(.remove, path)
+    try base.remove(path)
+  }
+
+  public func listDirectory(_ path: String) throws(StorageError) -> [String] {
+    try base.listDirectory(path)
+  }
+
+  public func createDirectory(_ path: String) throws(StorageError) {
+    try base.createDirectory(path)
+  }
+
+  public func syncDirectory(_ path: String) throws(StorageError) {
+    try check(.sync, path)
+    try base.syncDirectory(path)
+  }
+}
+
+final class FaultInjectingFile: StorageFile {
+  private let base: any StorageFile
+  private let fileSystem: FaultInjectingFileSystem
+
+  init(base: any StorageFile, fileSystem: FaultInjectingFileSystem) {
+    self.base = base
+    self.fileSystem = fileSystem
+  }
+
+  var path: String { base.path }
+
+  func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(StorageError) -> Int {
+    try base.read(into: buffer, at: offset)
+  }
+
+  func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(StorageError) -> Int {
+    try fileSystem.check(.write, path)
+    var count = min(bytes.count, fileSystem.maxBytesPerWrite ?? bytes.count)
+    if fileSystem.spaceRemaining != nil {
+      let growth = max(0, offset + Int64(count) - (try base.size()))
+      let granted = fileSystem.reserveSpace(growth)
+      count -= Int(growth - granted)
+      guard count > 0 else { throw .noSpace(path: path) }
+    }
+    return try base.write(UnsafeRawBufferPointer(rebasing: bytes[..<count]), at: offset)
+  }
+
+  func dataSync() throws(StorageError) {
+    try fileSystem.check(.sync, path)
+    try base.dataSync()
+  }
+
+  func sync() throws(StorageError) {
+    try fileSystem.check(.sync, path)
+    try base.sync()
+  }
+
+  func truncate(to size: Int64) throws(StorageError) {
+    try fileSystem.check(.truncate, path)
+    try base.truncate(to: size)
+  }
+
+  func allocate(size: Int64) throws(StorageError) -> Bool {
+    try fileSystem.check(.allocate, path)
+    let growth = size - (try base.size())
+    if growth > 0, fileSystem.reserveSpace(growth) < growth { throw .noSpace(path: path) }
+    return try base.allocate(size: size)
+  }
+
+  func size() throws(StorageError) -> Int64 { try base.size() }
+
+  func lockExclusive() throws(StorageError) { try base.lockExclusive() }
+
+  func close() { base.close() }
+}
