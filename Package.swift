@@ -9,12 +9,18 @@ let package = Package(
     .library(name: "Raft", targets: ["Raft"]),
     .library(name: "RaftSimulation", targets: ["RaftSimulation"]),
     .executable(name: "raft-sim", targets: ["raft-sim"]),
+    .executable(name: "raftdb", targets: ["raftdb"]),
+    .executable(name: "raftctl", targets: ["raftctl"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
   ],
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
@@ -40,10 +46,45 @@ let package = Package(
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ]),
+    // HTTP client for the raftdb API: redirects, endpoint failover, retries, idempotency keys. Below the
+    // server in the dependency order because the server's -join uses it.
+    .target(
+      name: "RaftDBClient",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ]),
     // The replicated key-value state machine: commands, revisions, idempotency, snapshots.
     .target(
       name: "KVStore",
       dependencies: ["Raft", .product(name: "HashTreeCollections", package: "swift-collections")]),
+    // The node runtime that drives Raft, the HTTP API and metrics.
+    .target(
+      name: "RaftDBServer",
+      dependencies: [
+        "Raft", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ]),
+    // The server executable, with the course's command line.
+    .executableTarget(
+      name: "raftdb",
+      dependencies: [
+        "RaftDBServer", "RaftDBClient",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ]),
+    // The client executable: key-value commands, membership, a local cluster.
+    .executableTarget(
+      name: "raftctl",
+      dependencies: ["RaftDBClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     // Storage benchmark (BENCHMARKS.md) and the child process the WAL crash test kills.
     .executableTarget(name: "raft-storage-bench", dependencies: ["RaftStorage"]),
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
@@ -57,6 +98,15 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+      ]),
+    // Real raftdb processes on loopback (depends on the executable so that it is built first).
+    .testTarget(
+      name: "RaftDBIntegrationTests",
+      dependencies: [
+        "RaftDBClient", "raftdb",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
       ]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),

@@ -22,13 +22,18 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   private let localID: NodeID
   private let delegate: any TransportDelegate
   private let logger: Logger
+  private let learnAddress: @Sendable (NodeID, String) -> Void
   private var state = State.awaitingHello
   private var batch: [Message] = []
 
-  init(localID: NodeID, delegate: any TransportDelegate, logger: Logger) {
+  init(
+    localID: NodeID, delegate: any TransportDelegate, logger: Logger,
+    learnAddress: @escaping @Sendable (NodeID, String) -> Void = { _, _ in }
+  ) {
     self.localID = localID
     self.delegate = delegate
     self.logger = logger
+    self.learnAddress = learnAddress
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -45,6 +50,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
       guard hello.to == localID else {
         throw WireError.malformed("connection for \(hello.to) reached \(localID) (stale address?)")
       }
+      if !hello.advertisedAddress.isEmpty { learnAddress(hello.from, hello.advertisedAddress) }
       state = hello.kind == .messages ? .messages(from: hello.from) : .snapshotHeader(from: hello.from)
     case (.messages(let from), .message(let message)):
       guard message.from == from, message.to == localID else {

@@ -113,7 +113,8 @@ final class OutboundPeer: @unchecked Sendable {
     }
     connecting = true
     let hello = WireFormat.Hello(
-      version: WireFormat.protocolVersion, kind: .messages, from: localID, to: peer)
+      version: WireFormat.protocolVersion, kind: .messages, from: localID, to: peer,
+      advertisedAddress: transport?.advertisedAddress ?? "")
     ClientBootstrap(group: eventLoop)
       .connectTimeout(options.connectTimeout)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -13,15 +13,20 @@ public final class PeerTransport: Sendable {
   let options: TransportOptions
   let logger: Logger
   let delegate: any TransportDelegate
+  /// Where this node listens, told to every peer it connects to.
+  public let advertisedAddress: String
   private let peers = NIOLockedValueBox<[NodeID: OutboundPeer]>([:])
+  /// Addresses peers advertised when they connected; used to answer a peer that the configuration
+  /// does not list yet (this node is joining, or the peer was just added).
+  private let learnedAddresses = NIOLockedValueBox<[NodeID: String]>([:])
   private let listener = NIOLockedValueBox<(any Channel)?>(nil)
 
   public init(
-    localID: NodeID, group: any EventLoopGroup, options: TransportOptions = TransportOptions(),
-    logger: Logger,
-    delegate: any TransportDelegate
+    localID: NodeID, advertisedAddress: String = "", group: any EventLoopGroup,
+    options: TransportOptions = TransportOptions(), logger: Logger, delegate: any TransportDelegate
   ) {
     self.localID = localID
+    self.advertisedAddress = advertisedAddress
     self.group = group
     self.options = options
     self.logger = logger
@@ -35,6 +40,10 @@ public final class PeerTransport: Sendable {
     let delegate = delegate
     let logger = logger
     let maxFrameBytes = options.maxFrameBytes
+    let learned = learnedAddresses
+    let learnAddress: @Sendable (NodeID, String) -> Void = { peer, address in
+      learned.withLockedValue { $0[peer] = address }
+    }
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -44,7 +53,9 @@ public final class PeerTransport: Sendable {
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
           try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
-          try sync.addHandler(InboundConnectionHandler(localID: localID, delegate: delegate, logger: logger))
+          try sync.addHandler(
+            InboundConnectionHandler(
+              localID: localID, delegate: delegate, logger: logger, learnAddress: learnAddress))
         }
       }
       .bind(host: host, port: port)
@@ -76,10 +87,14 @@ public final class PeerTransport: Sendable {
     for peer in removed { _ = peer.close() }
   }
 
-  /// Sends messages, grouped into one write per peer. Messages to unknown peers are dropped.
+  /// Sends messages, grouped into one write per peer. Messages to a peer neither the configuration
+  /// nor a connection told us the address of are dropped.
   public func send(_ messages: [Message]) {
     guard !messages.isEmpty else { return }
-    let targets = peers.withLockedValue { $0 }
+    var targets = peers.withLockedValue { $0 }
+    for message in messages where targets[message.to] == nil {
+      if let peer = peerFromLearnedAddress(message.to) { targets[message.to] = peer }
+    }
     if messages.count == 1 || messages.allSatisfy({ $0.to == messages[0].to }) {
       targets[messages[0].to]?.send(messages)
       return
@@ -94,6 +109,19 @@ public final class PeerTransport: Sendable {
     peers.withLockedValue { $0.values.reduce(0) { $0 + $1.droppedMessages } }
   }
 
+  private func peerFromLearnedAddress(_ id: NodeID) -> OutboundPeer? {
+    guard let address = learnedAddresses.withLockedValue({ $0[id] }) else { return nil }
+    return peers.withLockedValue { peers in
+      if let existing = peers[id] { return existing }
+      let peer = OutboundPeer(
+        peer: id, address: address, localID: localID, eventLoop: group.next(), options: options,
+        logger: logger,
+        transport: self)
+      peers[id] = peer
+      return peer
+    }
+  }
+
   func reportUnreachable(_ peer: NodeID) {
     delegate.transportPeerUnreachable(peer)
   }
@@ -102,7 +130,10 @@ public final class PeerTransport: Sendable {
   /// own, so that heartbeats keep flowing meanwhile. The outcome is reported to the delegate.
   public func sendSnapshot(_ message: Message, source: any SnapshotSource) {
     let peer = message.to
-    guard let address = peers.withLockedValue({ $0[peer]?.address }) else {
+    guard
+      let address = peers.withLockedValue({ $0[peer]?.address })
+        ?? learnedAddresses.withLockedValue({ $0[peer] })
+    else {
       source.close()
       delegate.transportSnapshotSent(to: peer, succeeded: false)
       return

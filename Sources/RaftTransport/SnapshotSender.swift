@@ -34,7 +34,8 @@ struct SnapshotSender {
       var header = channel.allocator.buffer(capacity: 256)
       header.writeHello(
         WireFormat.Hello(
-          version: WireFormat.protocolVersion, kind: .snapshot, from: message.from, to: message.to))
+          version: WireFormat.protocolVersion, kind: .snapshot, from: message.from, to: message.to,
+          advertisedAddress: transport.advertisedAddress))
       header.writeMessageFrame(message)
       header.writeFrame(.snapshotBegin) { buffer in
         buffer.writeSnapshotMetadata(source.metadata)

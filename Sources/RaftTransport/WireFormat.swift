@@ -31,7 +31,12 @@ public enum WireFormat {
     public var kind: StreamKind
     public var from: NodeID
     public var to: NodeID
+    /// Where the sender listens for peers, so that a node not yet told of it by a configuration (one
+    /// that is joining) can still answer.
+    public var advertisedAddress: String = ""
   }
+
+  static let maxAdvertisedAddressBytes = 256
 }
 
 /// A decoded frame.
@@ -86,6 +91,9 @@ extension ByteBuffer {
       buffer.writeInteger(hello.kind.rawValue)
       buffer.writeInteger(hello.from.rawValue)
       buffer.writeInteger(hello.to.rawValue)
+      let address = Array(hello.advertisedAddress.utf8.prefix(WireFormat.maxAdvertisedAddressBytes))
+      buffer.writeInteger(UInt16(address.count))
+      buffer.writeBytes(address)
     }
   }
 
@@ -201,9 +209,13 @@ extension ByteBuffer {
     guard let kind = WireFormat.StreamKind(rawValue: kindByte) else {
       throw .malformed("stream kind \(kindByte)")
     }
-    return WireFormat.Hello(
-      version: version, kind: kind, from: try readNodeID("hello sender"), to: try readNodeID("hello receiver")
-    )
+    let from = try readNodeID("hello sender")
+    let to = try readNodeID("hello receiver")
+    let length = Int(try readChecked(UInt16.self, "address length"))
+    guard length <= WireFormat.maxAdvertisedAddressBytes, let address = readBytes(length: length),
+      let text = String(validating: address, as: UTF8.self)
+    else { throw .malformed("bad advertised address") }
+    return WireFormat.Hello(version: version, kind: kind, from: from, to: to, advertisedAddress: text)
   }
 
   /// Decodes one Raft message, refusing (never trapping on) anything malformed or oversized.

@@ -37,6 +37,9 @@ struct RaftSim: AsyncParsableCommand {
   @Option(help: "Ticks of fault injection before healing.")
   var faultTicks: Int?
 
+  @Option(help: "How many of the last events a report shows.")
+  var traceEvents: Int = 60
+
   @Option(help: "Parallel workers.")
   var jobs: Int = 2
 
@@ -53,6 +56,7 @@ struct RaftSim: AsyncParsableCommand {
     }
     let faultTicks = self.faultTicks
     let bugs = planted
+    let traceEvents = self.traceEvents
     let profile: FaultProfile?
     switch self.profile {
     case "random": profile = nil
@@ -61,6 +65,7 @@ struct RaftSim: AsyncParsableCommand {
     }
     let configure: @Sendable (inout SimulationOptions) -> Void = { options in
       options.plantedBugs = bugs
+      options.traceCapacity = traceEvents
       options.faults = profile
       if let faultTicks { options.faultPhaseTicks = faultTicks }
     }

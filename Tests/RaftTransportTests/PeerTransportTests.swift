@@ -7,6 +7,18 @@ import Testing
 
 /// Real TCP on loopback (ports chosen by the kernel below 32768 are not guaranteed, so we bind port 0
 /// only on 127.0.0.1 and tell peers the resulting address).
+enum PortProbe {
+  /// A loopback port that is free now (bound to 0, then released).
+  static func free() -> Int {
+    let channel = try! ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
+      host: "127.0.0.1", port: 0
+    ).wait()
+    let port = channel.localAddress!.port!
+    try! channel.close().wait()
+    return port
+  }
+}
+
 @Suite(.serialized) struct PeerTransportTests {
   func makeTransport(_ id: UInt64, group: any EventLoopGroup, delegate: RecordingDelegate) async throws -> (
     PeerTransport, String
@@ -35,6 +47,33 @@ import Testing
     #expect(zip(d2.messages, toTwo).allSatisfy(sameMessage))
     await t1.shutdown()
     await t2.shutdown()
+    try await group.shutdownGracefully()
+  }
+
+  /// A node whose configuration does not list a peer yet (it is joining) can still answer it, at the
+  /// address the peer advertised when it connected.
+  @Test func aJoiningNodeAnswersAtTheAdvertisedAddress() async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    let (d1, d2) = (RecordingDelegate(), RecordingDelegate())
+    let leader = PeerTransport(
+      localID: NodeID(1), advertisedAddress: "127.0.0.1:\(PortProbe.free())", group: group,
+      logger: testLogger,
+      delegate: d1)
+    let (_, leaderPort) = parseHostPort(leader.advertisedAddress)!
+    try await leader.listen(host: "127.0.0.1", port: leaderPort)
+    let (joiner, joinerAddress) = try await makeTransport(2, group: group, delegate: d2)
+    leader.setPeers([NodeID(2): joinerAddress])
+    leader.send([
+      Message(from: NodeID(1), to: NodeID(2), term: 2, body: .heartbeat(Heartbeat(commit: 0, readRound: 1)))
+    ])
+    #expect(await eventually { d2.messages.count == 1 })
+    joiner.send([
+      Message(
+        from: NodeID(2), to: NodeID(1), term: 2, body: .heartbeatResponse(HeartbeatResponse(readRound: 1)))
+    ])
+    #expect(await eventually { d1.messages.count == 1 })
+    await leader.shutdown()
+    await joiner.shutdown()
     try await group.shutdownGracefully()
   }
 

@@ -1,0 +1,285 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Read consistency levels of the HTTP API (lessons 09 and 19).
+public enum ReadLevel: String, Sendable, CaseIterable {
+  case stale
+  case `default`
+  case consistent
+}
+
+public enum RaftDBClientError: Error, Sendable, CustomStringConvertible {
+  /// The server answered with an error status and `{"error": ...}`.
+  case server(status: Int, message: String)
+  /// No endpoint could be reached or none answered before the deadline.
+  case unavailable(String)
+  case badResponse(String)
+
+  public var description: String {
+    switch self {
+    case .server(let status, let message): "HTTP \(status): \(message)"
+    case .unavailable(let why): "cluster unavailable: \(why)"
+    case .badResponse(let why): "unexpected response: \(why)"
+    }
+  }
+
+  public var status: Int? {
+    if case .server(let status, _) = self { return status }
+    return nil
+  }
+}
+
+/// The raftdb client: talks to any member, follows 307 redirects to the leader, moves on to the next
+/// endpoint when one is down, retries while the cluster has no leader, and gives every write an
+/// Idempotency-Key so that a retry can never apply it twice (lesson 19).
+public actor RaftDBClient {
+  public struct Options: Sendable {
+    /// Give up on a request after this long.
+    public var deadline: Duration = .seconds(15)
+    public var requestTimeout: TimeAmount = .seconds(10)
+    public var maxRedirects = 8
+    public init() {}
+  }
+
+  private var endpoints: [String]
+  private var preferred = 0
+  private var connections: [String: HTTPConnection] = [:]
+  private let group: any EventLoopGroup
+  private let options: Options
+
+  /// `endpoints` are "host:port" HTTP addresses of any members.
+  public init(
+    endpoints: [String], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+    options: Options = Options()
+  ) {
+    precondition(!endpoints.isEmpty, "at least one endpoint")
+    self.endpoints = endpoints
+    self.group = group
+    self.options = options
+  }
+
+  // MARK: Key-value operations
+
+  /// Sets every pair in one atomic write; returns the revision.
+  @discardableResult
+  public func put(_ pairs: [String: String], idempotencyKey: String = UUID().uuidString) async throws
+    -> UInt64
+  {
+    let response = try await call(.POST, "/key", json: pairs, idempotencyKey: idempotencyKey)
+    return (response["revision"] as? NSNumber)?.uint64Value ?? 0
+  }
+
+  /// The value of `key`, or nil when it is absent.
+  public func get(_ key: String, level: ReadLevel = .default) async throws -> String? {
+    do {
+      let response = try await call(.GET, "/key/\(escape(key))?level=\(level.rawValue)")
+      return response[key] as? String
+    } catch RaftDBClientError.server(404, _) {
+      return nil
+    }
+  }
+
+  /// Deletes `key`; returns whether it existed.
+  @discardableResult
+  public func delete(_ key: String, idempotencyKey: String = UUID().uuidString) async throws -> Bool {
+    let response = try await call(.DELETE, "/key/\(escape(key))", idempotencyKey: idempotencyKey)
+    return response["deleted"] as? Bool ?? false
+  }
+
+  /// Atomically sets `key` to `value` if its current value is `expect` (nil: if absent).
+  public func compareAndSet(
+    _ key: String, expect: String?, value: String, idempotencyKey: String = UUID().uuidString
+  ) async throws -> (succeeded: Bool, current: String?) {
+    let body: [String: Any] = ["expect": expect ?? NSNull(), "value": value]
+    let response = try await call(
+      .POST, "/key/\(escape(key))/cas", json: body, idempotencyKey: idempotencyKey)
+    return (response["succeeded"] as? Bool ?? false, response["value"] as? String)
+  }
+
+  // MARK: Cluster operations
+
+  /// A node's `/status`: of `endpoint` exactly, or of whichever member answers.
+  public func status(endpoint: String? = nil) async throws -> NodeStatus {
+    let text = try await statusJSON(endpoint: endpoint)
+    do {
+      return try JSONDecoder().decode(NodeStatus.self, from: Data(text.utf8))
+    } catch {
+      throw RaftDBClientError.badResponse("status: \(error)")
+    }
+  }
+
+  /// The raw `/status` JSON.
+  public func statusJSON(endpoint: String? = nil) async throws -> String {
+    let request = HTTPRequestData(method: .GET, path: "/status")
+    let response: HTTPResponseData
+    if let endpoint {
+      response = try await send(request, to: endpoint)
+    } else {
+      response = try await perform(request)
+    }
+    _ = try decodeObject(response)
+    return response.bodyText
+  }
+
+  public func join(id: String, raftAddress: String, httpAddress: String, voter: Bool = true) async throws {
+    _ = try await call(
+      .POST, "/join", json: ["id": id, "addr": raftAddress, "haddr": httpAddress, "voter": voter])
+  }
+
+  public func remove(id: String) async throws {
+    _ = try await call(.POST, "/remove", json: ["id": id])
+  }
+
+  public func close() async {
+    for connection in connections.values { await connection.close() }
+    connections = [:]
+  }
+
+  // MARK: Plumbing
+
+  private func call(
+    _ method: HTTPMethod, _ path: String, json: Any? = nil, idempotencyKey: String? = nil
+  ) async throws -> [String: Any] {
+    var headers: [(String, String)] = [("Accept", "application/json")]
+    var body: [UInt8] = []
+    if let json {
+      body = Array(try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]))
+      headers.append(("Content-Type", "application/json"))
+    }
+    if let idempotencyKey { headers.append(("Idempotency-Key", idempotencyKey)) }
+    let response = try await perform(
+      HTTPRequestData(method: method, path: path, headers: headers, body: body))
+    return try decodeObject(response)
+  }
+
+  private func decodeObject(_ response: HTTPResponseData) throws -> [String: Any] {
+    let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
+    guard (200..<300).contains(Int(response.status.code)) else {
+      let message = object?["error"] as? String ?? response.bodyText
+      throw RaftDBClientError.server(status: Int(response.status.code), message: message)
+    }
+    guard let object else { throw RaftDBClientError.badResponse("not a JSON object: \(response.bodyText)") }
+    return object
+  }
+
+  /// Sends `request` to the cluster: redirects followed, unreachable endpoints skipped, "no leader"
+  /// answers retried with back-off, all within the deadline.
+  public func perform(_ request: HTTPRequestData) async throws -> HTTPResponseData {
+    let deadline = ContinuousClock.now + options.deadline
+    var backoff = Duration.milliseconds(50)
+    var lastProblem = "no attempt made"
+    var target = endpoints[preferred]
+    var path = request.path
+    var redirects = 0
+    while ContinuousClock.now < deadline {
+      var attempt = request
+      attempt.path = path
+      let response: HTTPResponseData
+      do {
+        response = try await send(attempt, to: target)
+      } catch {
+        lastProblem = "\(target): \(error)"
+        preferred = (endpoints.firstIndex(of: target).map { $0 + 1 } ?? preferred + 1) % endpoints.count
+        target = endpoints[preferred]
+        path = request.path
+        try await Task.sleep(for: backoff)
+        backoff = min(backoff * 2, .seconds(1))
+        continue
+      }
+      switch response.status.code {
+      case 307, 308:
+        guard redirects < options.maxRedirects, let location = response.headers.first(name: "Location"),
+          let (host, newPath) = splitURL(location)
+        else { return response }
+        redirects += 1
+        target = host
+        path = newPath
+        if !endpoints.contains(host) { endpoints.append(host) }
+        preferred = endpoints.firstIndex(of: host)!
+      case 503:
+        lastProblem = "\(target): \(response.bodyText)"
+        try await Task.sleep(for: backoff)
+        backoff = min(backoff * 2, .seconds(1))
+        path = request.path
+      default:
+        return response
+      }
+    }
+    throw RaftDBClientError.unavailable(lastProblem)
+  }
+
+  private func send(_ request: HTTPRequestData, to endpoint: String) async throws -> HTTPResponseData {
+    let connection: HTTPConnection
+    if let open = connections[endpoint], open.isOpen {
+      connection = open
+    } else {
+      guard let (host, port) = splitHostPort(endpoint) else {
+        throw RaftDBClientError.unavailable("bad endpoint \(endpoint)")
+      }
+      connection = try await HTTPConnection.connect(host: host, port: port, group: group)
+      connections[endpoint] = connection
+    }
+    do {
+      return try await connection.send(request, timeout: options.requestTimeout)
+    } catch {
+      connections[endpoint] = nil
+      await connection.close()
+      throw error
+    }
+  }
+
+  private func escape(_ key: String) -> String {
+    key.addingPercentEncoding(
+      withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#")))
+      ?? key
+  }
+}
+
+/// `GET /status`, as documented in docs/API.md.
+public struct NodeStatus: Codable, Sendable {
+  public struct Member: Codable, Sendable, Hashable {
+    public var id: String
+    public var raddr: String
+    public var haddr: String
+    public var voter: Bool?
+  }
+
+  public var id: String
+  public var state: String
+  public var term: UInt64
+  public var leader: Member?
+  public var commitIndex: UInt64
+  public var appliedIndex: UInt64
+  public var lastLogIndex: UInt64
+  public var snapshotIndex: UInt64
+  public var keys: Int?
+  public var members: [Member]
+
+  enum CodingKeys: String, CodingKey {
+    case id, state, term, leader, members, keys
+    case commitIndex = "commit_index"
+    case appliedIndex = "applied_index"
+    case lastLogIndex = "last_log_index"
+    case snapshotIndex = "snapshot_index"
+  }
+}
+
+/// "http://host:port/path?query" → ("host:port", "/path?query").
+func splitURL(_ url: String) -> (String, String)? {
+  var rest = Substring(url)
+  if rest.hasPrefix("http://") { rest = rest.dropFirst(7) } else { return nil }
+  guard let slash = rest.firstIndex(of: "/") else { return (String(rest), "/") }
+  return (String(rest[..<slash]), String(rest[slash...]))
+}
+
+/// "host:port" → (host, port).
+public func splitHostPort(_ address: String) -> (String, Int)? {
+  guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+    (1...65535).contains(port)
+  else { return nil }
+  var host = String(address[..<colon])
+  if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+  return host.isEmpty ? nil : (host, port)
+}

@@ -1,0 +1,72 @@
+import CoreMetrics
+import NIOConcurrencyHelpers
+import Prometheus
+
+/// The node's metrics, in its own Prometheus registry (so several nodes can live in one test process
+/// without a global metrics bootstrap).
+final class NodeMetrics: Sendable {
+  let registry = PrometheusCollectorRegistry()
+  private let factory: PrometheusMetricsFactory
+  private let requestCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+  private let requestTimers = NIOLockedValueBox<[String: CoreMetrics.Timer]>([:])
+
+  let term: CoreMetrics.Gauge
+  let commitIndex: CoreMetrics.Gauge
+  let appliedIndex: CoreMetrics.Gauge
+  let isLeader: CoreMetrics.Gauge
+  let leaderChanges: CoreMetrics.Counter
+  let keys: CoreMetrics.Gauge
+  let fsyncDuration: CoreMetrics.Timer
+  let fsyncBatchJobs: CoreMetrics.Recorder
+  let snapshotTakeDuration: CoreMetrics.Timer
+  let snapshotInstallDuration: CoreMetrics.Timer
+  let proposals: CoreMetrics.Counter
+  let droppedPeerMessages: CoreMetrics.Gauge
+
+  init() {
+    var factory = PrometheusMetricsFactory(registry: registry)
+    factory.defaultDurationHistogramBuckets = [
+      .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+      .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+      .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+    ]
+    self.factory = factory
+    term = CoreMetrics.Gauge(label: "raftdb_raft_term", factory: factory)
+    commitIndex = CoreMetrics.Gauge(label: "raftdb_raft_commit_index", factory: factory)
+    appliedIndex = CoreMetrics.Gauge(label: "raftdb_raft_applied_index", factory: factory)
+    isLeader = CoreMetrics.Gauge(label: "raftdb_raft_is_leader", factory: factory)
+    leaderChanges = CoreMetrics.Counter(label: "raftdb_raft_leader_changes_total", factory: factory)
+    keys = CoreMetrics.Gauge(label: "raftdb_kv_keys", factory: factory)
+    fsyncDuration = CoreMetrics.Timer(label: "raftdb_wal_fsync_duration_seconds", factory: factory)
+    fsyncBatchJobs = CoreMetrics.Recorder(label: "raftdb_wal_fsync_batch_jobs", factory: factory)
+    snapshotTakeDuration = CoreMetrics.Timer(label: "raftdb_snapshot_take_duration_seconds", factory: factory)
+    snapshotInstallDuration = CoreMetrics.Timer(
+      label: "raftdb_snapshot_install_duration_seconds", factory: factory)
+    proposals = CoreMetrics.Counter(label: "raftdb_raft_proposals_total", factory: factory)
+    droppedPeerMessages = CoreMetrics.Gauge(label: "raftdb_transport_dropped_messages", factory: factory)
+  }
+
+  /// Counts a request by route and status and records its latency by route.
+  func recordRequest(route: String, status: Int, nanoseconds: Int64) {
+    let key = "\(route) \(status)"
+    let counter = requestCounters.withLockedValue { counters in
+      if let counter = counters[key] { return counter }
+      let counter = CoreMetrics.Counter(
+        label: "raftdb_http_requests_total", dimensions: [("route", route), ("status", String(status))],
+        factory: factory)
+      counters[key] = counter
+      return counter
+    }
+    counter.increment()
+    let timer = requestTimers.withLockedValue { timers in
+      if let timer = timers[route] { return timer }
+      let timer = CoreMetrics.Timer(
+        label: "raftdb_http_request_duration_seconds", dimensions: [("route", route)], factory: factory)
+      timers[route] = timer
+      return timer
+    }
+    timer.recordNanoseconds(nanoseconds)
+  }
+
+  func prometheusText() -> [UInt8] { registry.emitToBuffer() }
+}

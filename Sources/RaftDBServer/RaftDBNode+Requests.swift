@@ -1,0 +1,249 @@
+import Foundation
+import KVStore
+import NIOCore
+import Raft
+
+/// A snapshot of the node for `/status`.
+public struct NodeStatusReport: Sendable {
+  public var name: String
+  public var state: String
+  public var term: UInt64
+  public var leader: MemberInfo?
+  public var commitIndex: UInt64
+  public var appliedIndex: UInt64
+  public var lastLogIndex: UInt64
+  public var snapshotIndex: UInt64
+  public var members: [(info: MemberInfo, voter: Bool)]
+  public var keys: Int
+}
+
+extension RaftDBNode {
+  /// Runs `body` on the node's loop and awaits the future it returns, mapping every failure to a
+  /// `NodeError`.
+  func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) async throws(NodeError) -> T
+  {
+    do {
+      return try await loop.flatSubmit(body).get()
+    } catch let error as NodeError {
+      throw error
+    } catch {
+      throw .stopped("node is not running (\(error))")
+    }
+  }
+
+  var leaderInfo: MemberInfo? {
+    raft.knownLeader.flatMap { raft.configuration.info(of: $0) }
+  }
+
+  var requestDeadline: NIODeadline { .now() + .milliseconds(Int64(options.requestTimeoutMillis)) }
+
+  func notLeaderError() -> NodeError {
+    if let leader = raft.knownLeader, leader != id, let info = leaderInfo { return .notLeader(leader: info) }
+    return .unavailable("no leader")
+  }
+
+  func proposalError(_ error: ProposalError) -> NodeError {
+    switch error {
+    case .notLeader: notLeaderError()
+    case .leadershipTransferInProgress: .unavailable("leadership transfer in progress; retry")
+    case .overloaded: .unavailable("too many uncommitted writes; retry later")
+    case .leaderNotReady: .unavailable("the new leader has not committed its first entry yet; retry")
+    case .configurationChangePending: .unavailable("another membership change is in progress; retry")
+    case .invalidConfigurationChange(let reason): .conflict("\(reason)")
+    case .entryTooLarge(let bytes, let limit):
+      .invalid("request of \(bytes) bytes exceeds the \(limit)-byte limit")
+    }
+  }
+
+  // MARK: Writes
+
+  /// Proposes a write on the leader and waits until it is committed and applied.
+  public func write(_ command: KVCommand, idempotencyKey: String?) async throws(NodeError) -> WriteOutcome {
+    try await onLoop { self.proposeWrite(command, idempotencyKey: idempotencyKey) }
+  }
+
+  private func proposeWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
+    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
+    guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
+    let request = KVRequest(
+      command: command, idempotencyKey: idempotencyKey,
+      proposedAtMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
+    let position: LogPosition
+    do {
+      position = try raft.propose(request.encoded())
+    } catch {
+      return loop.makeFailedFuture(proposalError(error))
+    }
+    let promise = loop.makePromise(of: WriteOutcome.self)
+    proposals[position.index] = PendingProposal(
+      term: position.term, waiter: .write(promise), deadline: requestDeadline)
+    metrics.proposals.increment()
+    scheduleProcessReady()
+    return promise.futureResult
+  }
+
+  // MARK: Reads
+
+  /// Reads `key` at the given level: `stale` from local state on any node; `default` (lease) and
+  /// `consistent` (ReadIndex) only on the leader, once its state machine has applied through the
+  /// read index.
+  public func read(_ key: String, level: ReadLevel) async throws(NodeError) -> KVRecord? {
+    try await onLoop { self.startRead(key, level: level) }
+  }
+
+  private func startRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
+    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
+    if level == .stale { return loop.makeSucceededFuture(machine.get(key)) }
+    guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
+    let requestID = nextRequestID
+    nextRequestID += 1
+    let promise = loop.makePromise(of: KVRecord?.self)
+    reads[requestID] = PendingRead(key: key, promise: promise, deadline: requestDeadline)
+    raft.requestRead(id: requestID, mode: level == .consistent ? .readIndex : .lease)
+    scheduleProcessReady()
+    return promise.futureResult
+  }
+
+  func readAnswered(_ state: ReadState) {
+    guard let read = reads.removeValue(forKey: state.requestID) else { return }
+    switch state.result {
+    case .ready(let index):
+      if machine.appliedIndex >= index {
+        read.promise.succeed(machine.get(read.key))
+      } else {
+        let position = readsAwaitingApply.firstIndex { $0.index > index } ?? readsAwaitingApply.endIndex
+        readsAwaitingApply.insert((index, read), at: position)
+      }
+    case .failed(.noLeader), .failed(.leadershipLost):
+      read.promise.fail(notLeaderError())
+    case .failed(.overloaded):
+      read.promise.fail(NodeError.unavailable("too many reads waiting; retry later"))
+    }
+  }
+
+  func serveReadsAwaitingApply() {
+    guard let first = readsAwaitingApply.first, first.index <= machine.appliedIndex else { return }
+    let ready = readsAwaitingApply.prefix { $0.index <= machine.appliedIndex }.count
+    for entry in readsAwaitingApply[..<ready] {
+      entry.read.promise.succeed(machine.get(entry.read.key))
+    }
+    readsAwaitingApply.removeFirst(ready)
+  }
+
+  // MARK: Membership
+
+  /// Adds a member the safe way: first as a learner, which receives the log without counting toward
+  /// any quorum; then, once it has caught up, promotes it to voter (unless `asVoter` is false).
+  /// Repeating the call is harmless: it resumes wherever the member is.
+  public func addMember(_ info: MemberInfo, asVoter: Bool) async throws(NodeError) -> String {
+    let memberID = info.nodeID
+    let existing: Member? = try await onLoop {
+      self.loop.makeCompletedFuture { () throws(NodeError) -> Member? in
+        guard self.raft.isLeader else { throw self.notLeaderError() }
+        for (member, known) in self.raft.configuration.memberInfos where member.id == memberID {
+          guard known.name == info.name else {
+            throw .conflict(
+              "\(info.name) collides with member \(known.name) (same node id); choose another name")
+          }
+          guard known == info else {
+            throw .conflict(
+              "\(info.name) is already a member at raft \(known.raftAddress), http \(known.httpAddress); remove it first"
+            )
+          }
+          return member
+        }
+        return nil
+      }
+    }
+    if existing == nil {
+      try await changeConfiguration(ConfigurationChange(.addLearner, memberID, context: info.encoded()))
+    }
+    guard asVoter else { return existing == nil ? "added as learner" : "already a member" }
+    if existing?.isVoter == true { return "already a voter" }
+    try await waitForCatchUp(memberID)
+    try await changeConfiguration(ConfigurationChange(.promoteLearner, memberID))
+    return "added as voter"
+  }
+
+  /// Removes a member by name (or numeric id).
+  public func removeMember(named name: String) async throws(NodeError) {
+    let memberID: NodeID = try await onLoop {
+      self.loop.makeCompletedFuture { () throws(NodeError) -> NodeID in
+        guard self.raft.isLeader else { throw self.notLeaderError() }
+        guard
+          let match = self.raft.configuration.memberInfos.first(where: {
+            $0.info.name == name || "\($0.member.id.rawValue)" == name
+          })
+        else { throw .notFound("no member named \(name)") }
+        return match.member.id
+      }
+    }
+    try await changeConfiguration(ConfigurationChange(.removeMember, memberID))
+  }
+
+  /// Proposes a membership change and waits for it to commit, retrying while an earlier change (or
+  /// the leader's first entry) is still settling.
+  private func changeConfiguration(_ change: ConfigurationChange) async throws(NodeError) {
+    let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+    while true {
+      do {
+        try await onLoop { self.proposeConfigurationChange(change) }
+        logger.info("membership change committed: \(change)")
+        return
+      } catch .unavailable(let why) where ContinuousClock.now < deadline {
+        logger.debug("membership change waits: \(why)")
+        try? await Task.sleep(for: .milliseconds(options.heartbeatIntervalMillis))
+      }
+    }
+  }
+
+  private func proposeConfigurationChange(_ change: ConfigurationChange) -> EventLoopFuture<Void> {
+    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
+    guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
+    let position: LogPosition
+    do {
+      position = try raft.proposeConfigurationChange(change)
+    } catch {
+      return loop.makeFailedFuture(proposalError(error))
+    }
+    let promise = loop.makePromise(of: Void.self)
+    proposals[position.index] = PendingProposal(
+      term: position.term, waiter: .configuration(promise), deadline: requestDeadline)
+    scheduleProcessReady()
+    return promise.futureResult
+  }
+
+  /// Waits until a learner's log reaches the commit index the leader had when the wait began.
+  private func waitForCatchUp(_ memberID: NodeID) async throws(NodeError) {
+    let target: UInt64 = try await onLoop { self.loop.makeSucceededFuture(self.raft.commitIndex) }
+    let deadline = ContinuousClock.now + .milliseconds(max(options.requestTimeoutMillis, 30_000))
+    while ContinuousClock.now < deadline {
+      let match: UInt64? = try await onLoop {
+        self.loop.makeCompletedFuture { () throws(NodeError) -> UInt64? in
+          guard self.raft.isLeader else { throw self.notLeaderError() }
+          return self.raft.status.followers.first { $0.id == memberID }?.matchIndex
+        }
+      }
+      if let match, match >= target { return }
+      try? await Task.sleep(for: .milliseconds(options.heartbeatIntervalMillis))
+    }
+    throw .unavailable("the new member is still catching up; retry the join")
+  }
+
+  // MARK: Status
+
+  public func status() async throws(NodeError) -> NodeStatusReport {
+    try await onLoop {
+      let status = self.raft.status
+      return self.loop.makeSucceededFuture(
+        NodeStatusReport(
+          name: self.identity.name, state: self.roleName(status.role), term: status.term,
+          leader: self.leaderInfo,
+          commitIndex: status.commitIndex, appliedIndex: self.machine.appliedIndex,
+          lastLogIndex: status.lastIndex,
+          snapshotIndex: status.snapshotIndex,
+          members: status.configuration.memberInfos.map { ($0.info, $0.member.isVoter) },
+          keys: self.machine.count))
+    }
+  }
+}

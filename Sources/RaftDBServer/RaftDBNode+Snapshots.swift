@@ -1,0 +1,173 @@
+import Foundation
+import KVStore
+import Raft
+import RaftStorage
+import RaftTransport
+
+/// Hands a state machine built on a background thread to the node's loop.
+private final class MachineBox: @unchecked Sendable {
+  // Unchecked: the machine is built entirely on one background thread, then handed to the loop and
+  // never touched by that thread again.
+  let machine: KVStateMachine
+  init(_ machine: KVStateMachine) { self.machine = machine }
+}
+
+extension RaftDBNode {
+  /// Takes a snapshot every `snapshotThreshold` applied entries. The state machine's frozen copy costs
+  /// O(1), and serializing it happens on a background thread, so writes keep flowing meanwhile.
+  func maybeTakeSnapshot() {
+    let applied = machine.appliedIndex
+    guard !snapshotInProgress, !stopped, applied >= raft.snapshotMetadata.index + options.snapshotThreshold,
+      let metadata = raft.snapshotMetadata(at: applied)
+    else { return }
+    snapshotInProgress = true
+    let frozen = machine.snapshot()
+    let writer = self.writer
+    DispatchQueue.global(qos: .utility).async {
+      let start = ContinuousClock.now
+      let outcome: Result<Void, any Error> = Result {
+        let sink = try writer.withStorage { try $0.snapshots.beginWrite(metadata) }
+        do {
+          try frozen.serialize(chunkBytes: 1 << 20) { chunk in try sink.write(chunk) }
+          try writer.withStorage { _ in try sink.commit() }
+        } catch {
+          writer.withStorage { _ in sink.abort() }
+          throw error
+        }
+        try writer.withStorage { try $0.compact(through: metadata.index) }
+      }
+      let elapsed = ContinuousClock.now - start
+      self.loop.execute {
+        switch outcome {
+        case .success:
+          self.raft.compactLog(through: metadata.index)
+          self.metrics.snapshotTakeDuration.recordNanoseconds(elapsed.nanoseconds)
+          self.logger.info(
+            "snapshot taken", metadata: ["index": "\(metadata.index)", "duration": "\(elapsed)"])
+          self.snapshotInProgress = false
+        case .failure(let error):
+          self.logger.error("snapshot at \(metadata.index) failed: \(error); retrying in 10 seconds")
+          self.loop.scheduleTask(in: .seconds(10)) { self.snapshotInProgress = false }
+        }
+      }
+    }
+  }
+
+  /// Streams a stored snapshot to a follower that is too far behind for the log.
+  func sendSnapshot(_ message: Message, metadata: SnapshotMetadata) {
+    do {
+      let source = try writer.withStorage { try $0.snapshots.open(metadata) }
+      logger.info(
+        "sending snapshot \(metadata.index) to \(raft.configuration.info(of: message.to)?.name ?? "?")")
+      transport.sendSnapshot(message, source: source)
+    } catch {
+      logger.error("cannot open snapshot \(metadata.index) to send: \(error)")
+      raft.reportSnapshot(to: message.to, succeeded: false)
+    }
+  }
+
+  /// Rebuilds the state machine from an installed snapshot on a background thread, then swaps it in
+  /// on the loop and continues. Nothing after the snapshot applies until then (the core hands out
+  /// entries only once the snapshot is acknowledged as persisted, which happens in `then`).
+  func restoreMachine(from snapshot: SnapshotMetadata, then continuation: @escaping @Sendable () -> Void) {
+    let writer = self.writer
+    let limits = machineLimits
+    DispatchQueue.global(qos: .userInitiated).async {
+      let start = ContinuousClock.now
+      let outcome: Result<MachineBox, any Error> = Result {
+        let source = try writer.withStorage { try $0.snapshots.open(snapshot) }
+        defer { source.close() }
+        let machine = KVStateMachine(limits: limits)
+        try machine.restore(appliedIndex: snapshot.index) { try source.read(maxBytes: 1 << 20) }
+        return MachineBox(machine)
+      }
+      let elapsed = ContinuousClock.now - start
+      self.loop.execute {
+        switch outcome {
+        case .success(let box):
+          self.machine = box.machine
+          self.metrics.snapshotInstallDuration.recordNanoseconds(elapsed.nanoseconds)
+          self.logger.info("installed snapshot from the leader", metadata: ["index": "\(snapshot.index)"])
+          // Writes this node was waiting on below the snapshot can no longer be matched to results.
+          for (index, proposal) in self.proposals where index <= snapshot.index {
+            self.proposals[index] = nil
+            let error = NodeError.outcomeUnknown("replaced by a snapshot before the result was known; retry")
+            switch proposal.waiter {
+            case .write(let promise): promise.fail(error)
+            case .configuration(let promise): promise.fail(error)
+            }
+          }
+          self.serveReadsAwaitingApply()
+          continuation()
+        case .failure(let error):
+          self.fail("could not restore snapshot \(snapshot.index): \(error)")
+        }
+      }
+    }
+  }
+
+  var machineLimits: KVLimits {
+    var limits = KVLimits()
+    limits.maxKeyBytes = options.maxKeyBytes
+    limits.maxValueBytes = options.maxValueBytes
+    return limits
+  }
+}
+
+extension Duration {
+  var nanoseconds: Int64 {
+    components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+  }
+}
+
+// MARK: - Transport callbacks
+
+extension RaftDBNode: TransportDelegate {
+  public func transportReceived(_ messages: [Message]) {
+    loop.execute {
+      guard !self.stopped else { return }
+      for message in messages { self.raft.step(message) }
+      self.scheduleProcessReady()
+    }
+  }
+
+  public func transportPeerUnreachable(_ peer: NodeID) {
+    loop.execute { self.raft.reportUnreachable(peer) }
+  }
+
+  public func transportSnapshotSent(to peer: NodeID, succeeded: Bool) {
+    loop.execute {
+      self.raft.reportSnapshot(to: peer, succeeded: succeeded)
+      self.scheduleProcessReady()
+    }
+  }
+
+  public func transportBeginReceivingSnapshot(from peer: NodeID, metadata: SnapshotMetadata) throws
+    -> any SnapshotSink
+  {
+    let sink = try writer.withStorage { try $0.snapshots.beginWrite(metadata) }
+    logger.info("receiving snapshot \(metadata.index) from the leader")
+    return LockedSnapshotSink(sink: sink, metadata: metadata, writer: writer)
+  }
+
+  public func transportReceivedSnapshot(_ snapshot: ReceivedSnapshot) {
+    guard let sink = snapshot.sink as? LockedSnapshotSink else { return }
+    loop.execute {
+      guard !self.stopped else {
+        sink.abort()
+        return
+      }
+      for (index, older) in self.stagedSnapshots where index <= sink.metadata.index {
+        older.abort()
+        self.stagedSnapshots[index] = nil
+      }
+      self.stagedSnapshots[sink.metadata.index] = sink
+      self.raft.step(snapshot.message)
+      self.processReady()
+      // The core declined it (it already has that much of the log): throw the file away.
+      if let unused = self.stagedSnapshots.removeValue(forKey: sink.metadata.index) { unused.abort() }
+    }
+  }
+}
+
+extension LockedSnapshotSink: SnapshotSink {}

@@ -1,0 +1,347 @@
+import Foundation
+import KVStore
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+import RaftStorage
+import RaftTransport
+
+/// One raftdb server: drives the Raft core, its storage, its transport and the key-value state
+/// machine, and serves client requests. All mutable state lives on `loop`, one dedicated thread;
+/// blocking file I/O runs on the storage writer thread and the network on NIO's event loops, so the
+/// loop only ever does in-memory work.
+public final class RaftDBNode: @unchecked Sendable {
+  // Unchecked: every mutable property is confined to `loop` (each entry point hops there first),
+  // except `transport`, which is set once during start-up before any other thread can see the node.
+  public let options: ServerOptions
+  public let identity: MemberInfo
+  public let id: NodeID
+  let logger: Logger
+  let loopGroup: MultiThreadedEventLoopGroup
+  let loop: any EventLoop
+  let networkGroup: any EventLoopGroup
+  let writer: StorageWriter
+  let metrics: NodeMetrics
+  var transport: PeerTransport!
+
+  var raft: RaftNode
+  var machine: KVStateMachine
+  var proposals: [UInt64: PendingProposal] = [:]
+  var reads: [UInt64: PendingRead] = [:]
+  /// Confirmed reads waiting for the state machine to reach their index, in index order.
+  var readsAwaitingApply: [(index: UInt64, read: PendingRead)] = []
+  var nextRequestID: UInt64 = 1
+  /// Persist jobs submitted and not yet completed (their completions arrive in order).
+  var writesInFlight = 0
+  var readyScheduled = false
+  /// Snapshots received from the leader, waiting for the core to accept them.
+  var stagedSnapshots: [UInt64: LockedSnapshotSink] = [:]
+  var snapshotInProgress = false
+  /// While a received snapshot is being loaded into a new state machine, later persistence
+  /// completions wait here: acknowledging them would (acknowledgements being cumulative) also
+  /// acknowledge the snapshot and let the core hand out entries before the state machine has it.
+  var restoringSnapshot = false
+  var completionsDeferredByRestore: [() -> Void] = []
+  var lastSoftState: SoftState?
+  var ticker: RepeatedTask?
+  var stopped = false
+  /// Called once after a fatal error; the executable exits so that a supervisor restarts it.
+  let onFatalError: @Sendable (String) -> Void
+
+  struct PendingProposal {
+    enum Waiter {
+      case write(EventLoopPromise<WriteOutcome>)
+      case configuration(EventLoopPromise<Void>)
+    }
+    var term: UInt64
+    var waiter: Waiter
+    var deadline: NIODeadline
+  }
+
+  struct PendingRead {
+    var key: String
+    var promise: EventLoopPromise<KVRecord?>
+    var deadline: NIODeadline
+  }
+
+  init(
+    options: ServerOptions, logger: Logger, networkGroup: any EventLoopGroup, writer: StorageWriter,
+    metrics: NodeMetrics, raft: RaftNode, machine: KVStateMachine,
+    onFatalError: @escaping @Sendable (String) -> Void
+  ) {
+    self.onFatalError = onFatalError
+    self.options = options
+    identity = options.identity
+    id = options.identity.nodeID
+    self.logger = logger
+    loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    loop = loopGroup.next()
+    self.networkGroup = networkGroup
+    self.writer = writer
+    self.metrics = metrics
+    self.raft = raft
+    self.machine = machine
+  }
+
+  // MARK: - The Ready loop
+
+  /// Coalesces work: everything that arrives during one turn of the loop (proposals, messages,
+  /// acknowledgements) is handed to the core first and leaves in one `Ready` (one append message per
+  /// follower, one persist job).
+  func scheduleProcessReady() {
+    guard !readyScheduled else { return }
+    readyScheduled = true
+    loop.execute {
+      self.readyScheduled = false
+      self.processReady()
+    }
+  }
+
+  /// Carries out the `Ready` contract (see `Ready`): leader messages go out at once, persistence
+  /// goes to the writer thread, acknowledgements leave after it completes, committed entries apply.
+  func processReady() {
+    loop.preconditionInEventLoop()
+    guard !stopped else { return }
+    while raft.hasReady {
+      let ready = raft.takeReady()
+      if let soft = ready.softState { softStateChanged(soft) }
+      if let configuration = ready.configuration { configurationChanged(configuration) }
+      send(ready.messages)
+      if ready.needsPersistence || writesInFlight > 0 {
+        persist(ready)
+      } else {
+        send(ready.messagesAfterPersist)
+      }
+      if !ready.committedEntries.isEmpty { apply(ready.committedEntries) }
+      for state in ready.readStates { readAnswered(state) }
+    }
+    maybeTakeSnapshot()
+  }
+
+  private func persist(_ ready: Ready) {
+    var snapshotSink: LockedSnapshotSink?
+    if let snapshot = ready.snapshot {
+      guard let staged = stagedSnapshots.removeValue(forKey: snapshot.index), staged.metadata == snapshot
+      else {
+        fail("the core accepted snapshot \(snapshot.index), which this node never received")
+        return
+      }
+      snapshotSink = staged
+    }
+    writesInFlight += 1
+    let afterPersist = ready.messagesAfterPersist
+    let persistedThrough = ready.persistedThrough
+    let installed = ready.snapshot
+    writer.submit(
+      PersistJob(
+        batch: PersistBatch(ready), mustSync: ready.mustSync, snapshotToCommit: snapshotSink,
+        completion: { result in
+          self.loop.execute {
+            let complete = {
+              self.persisted(
+                result, afterPersist: afterPersist, through: persistedThrough, installed: installed)
+            }
+            if self.restoringSnapshot {
+              self.completionsDeferredByRestore.append(complete)
+            } else {
+              complete()
+            }
+          }
+        }))
+  }
+
+  private func persisted(
+    _ result: Result<Void, StorageError>, afterPersist: [Message], through position: LogPosition?,
+    installed snapshot: SnapshotMetadata?
+  ) {
+    writesInFlight -= 1
+    guard !stopped else { return }
+    if case .failure(let error) = result {
+      fail("storage failed: \(error)")
+      return
+    }
+    // The promises in these messages (votes, acknowledgements) are now backed by the disk.
+    send(afterPersist)
+    if let snapshot {
+      restoringSnapshot = true
+      restoreMachine(from: snapshot) {
+        self.restoringSnapshot = false
+        if let position { self.raft.persisted(through: position) }
+        // Run the held completions in order; if one of them starts another restore, the rest wait
+        // for that one (they stay queued, in order, behind it).
+        while !self.restoringSnapshot, !self.completionsDeferredByRestore.isEmpty {
+          self.completionsDeferredByRestore.removeFirst()()
+        }
+        self.processReady()
+      }
+      return
+    }
+    if let position { raft.persisted(through: position) }
+    processReady()
+  }
+
+  func send(_ messages: [Message]) {
+    guard !messages.isEmpty else { return }
+    var ordinary: [Message] = []
+    ordinary.reserveCapacity(messages.count)
+    for message in messages {
+      if case .installSnapshot(let metadata) = message.body {
+        sendSnapshot(message, metadata: metadata)
+      } else {
+        ordinary.append(message)
+      }
+    }
+    transport.send(ordinary)
+  }
+
+  /// Applies committed entries in order and answers the clients waiting on them.
+  private func apply(_ entries: [LogEntry]) {
+    for entry in entries {
+      let waiting = proposals.removeValue(forKey: entry.index)
+      switch entry.kind {
+      case .command:
+        let outcome = machine.apply(index: entry.index, data: entry.data)
+        if case .write(let promise) = waiting?.waiter {
+          if waiting!.term == entry.term {
+            promise.succeed(WriteOutcome(result: outcome.result, replayed: outcome.isDuplicate))
+          } else {
+            promise.fail(NodeError.outcomeUnknown("leadership changed before the write committed; retry"))
+          }
+        }
+      case .noop, .configuration:
+        machine.advance(to: entry.index)
+        if case .configuration(let promise) = waiting?.waiter {
+          if waiting!.term == entry.term {
+            promise.succeed(())
+          } else {
+            promise.fail(
+              NodeError.outcomeUnknown("leadership changed before the membership change committed"))
+          }
+        }
+        if case .write(let promise) = waiting?.waiter {
+          promise.fail(NodeError.outcomeUnknown("leadership changed before the write committed; retry"))
+        }
+      }
+    }
+    serveReadsAwaitingApply()
+    metrics.appliedIndex.record(Int64(machine.appliedIndex))
+    metrics.commitIndex.record(Int64(raft.commitIndex))
+    metrics.keys.record(Int64(machine.count))
+  }
+
+  private func softStateChanged(_ soft: SoftState) {
+    let previous = lastSoftState
+    lastSoftState = soft
+    metrics.term.record(Int64(soft.term))
+    metrics.isLeader.record(soft.role == .leader ? 1 : 0)
+    if previous?.leader != soft.leader {
+      metrics.leaderChanges.increment()
+      // A joining node does not know its leader's name until the configuration reaches it.
+      let leaderName = soft.leader.map { raft.configuration.info(of: $0)?.name ?? "\($0)" } ?? "none"
+      logger.info(
+        "leader is now \(leaderName)", metadata: ["term": "\(soft.term)", "role": "\(roleName(soft.role))"])
+    }
+    if previous?.role == .leader && soft.role != .leader {
+      // Reads waiting for confirmation were failed by the core; writes may still commit.
+      logger.info("stepped down", metadata: ["term": "\(soft.term)"])
+    }
+  }
+
+  func configurationChanged(_ configuration: Configuration) {
+    var peers: [NodeID: String] = [:]
+    for (member, info) in configuration.memberInfos where member.id != id && !info.raftAddress.isEmpty {
+      peers[member.id] = info.raftAddress
+    }
+    transport.setPeers(peers)
+    logger.info(
+      "configuration changed",
+      metadata: [
+        "members":
+          "\(configuration.memberInfos.map { "\($0.info.name)\($0.member.isVoter ? "" : "(learner)")" })"
+      ])
+  }
+
+  func roleName(_ role: Role) -> String {
+    switch role {
+    case .leader: "leader"
+    case .candidate, .preCandidate: "candidate"
+    case .follower:
+      raft.configuration.contains(id) && !raft.configuration.isVoter(id) ? "learner" : "follower"
+    }
+  }
+
+  // MARK: - Time
+
+  func startTicking() {
+    let interval = TimeAmount.milliseconds(Int64(options.heartbeatIntervalMillis))
+    ticker = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+      guard !self.stopped else { return }
+      self.raft.tick()
+      self.expireRequests()
+      self.processReady()
+    }
+  }
+
+  /// Fails requests that waited longer than the request timeout.
+  private func expireRequests() {
+    let now = NIODeadline.now()
+    for (index, proposal) in proposals where proposal.deadline < now {
+      proposals[index] = nil
+      let error = NodeError.outcomeUnknown(
+        "timed out waiting for the write to commit; it may or may not apply — retry with the same Idempotency-Key"
+      )
+      switch proposal.waiter {
+      case .write(let promise): promise.fail(error)
+      case .configuration(let promise): promise.fail(error)
+      }
+    }
+    for (requestID, read) in reads where read.deadline < now {
+      reads[requestID] = nil
+      read.promise.fail(NodeError.unavailable("timed out confirming leadership for the read"))
+    }
+    if readsAwaitingApply.contains(where: { $0.read.deadline < now }) {
+      for entry in readsAwaitingApply where entry.read.deadline < now {
+        entry.read.promise.fail(NodeError.unavailable("timed out waiting for the state machine to catch up"))
+      }
+      readsAwaitingApply.removeAll { $0.read.deadline < now }
+    }
+  }
+
+  // MARK: - Failure and shutdown
+
+  /// Stops serving after an unrecoverable error (a failed fsync leaves unsynced data in an unknown
+  /// state): crash-only, the process supervisor restarts the node, which recovers from disk.
+  func fail(_ reason: String) {
+    guard !stopped else { return }
+    logger.critical("stopping the node: \(reason)")
+    stopAndFailWaiters(NodeError.stopped(reason))
+    onFatalError(reason)
+  }
+
+  func stopAndFailWaiters(_ error: NodeError) {
+    stopped = true
+    ticker?.cancel()
+    for proposal in proposals.values {
+      switch proposal.waiter {
+      case .write(let promise): promise.fail(error)
+      case .configuration(let promise): promise.fail(error)
+      }
+    }
+    proposals = [:]
+    for read in reads.values { read.promise.fail(error) }
+    reads = [:]
+    for entry in readsAwaitingApply { entry.read.promise.fail(error) }
+    readsAwaitingApply = []
+    for sink in stagedSnapshots.values { sink.abort() }
+    stagedSnapshots = [:]
+  }
+
+  /// Stops the node: no new requests, pending ones fail, queued writes finish, connections close.
+  public func shutdown() async {
+    try? await loop.submit { self.stopAndFailWaiters(.stopped("node is shutting down")) }.get()
+    await transport.shutdown()
+    writer.stop()
+    try? await loopGroup.shutdownGracefully()
+  }
+}

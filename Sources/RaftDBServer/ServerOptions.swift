@@ -1,0 +1,46 @@
+import Logging
+
+/// Everything a node is configured with; `raftdb --help` documents each flag.
+public struct ServerOptions: Sendable {
+  public var name: String
+  public var httpAddress: String
+  public var raftAddress: String
+  public var dataDirectory: String
+  /// Another member's HTTP address to ask for admission on first start.
+  public var join: String?
+  /// Join as a learner (non-voting member).
+  public var joinAsLearner = false
+
+  /// One tick of the Raft core; heartbeats go out every tick.
+  public var heartbeatIntervalMillis = 100
+  public var electionTimeoutMillis = 1000
+  /// Take a snapshot after this many applied entries, and keep this many snapshot files.
+  public var snapshotThreshold: UInt64 = 10_000
+  public var snapshotsRetained = 2
+  /// Entries kept below a snapshot so that briefly lagging followers catch up without one.
+  public var logRetainedEntries: UInt64 = 5_000
+  public var walSegmentBytes = 64 << 20
+
+  public var maxKeyBytes = 4096
+  public var maxValueBytes = 1 << 20
+  /// Largest request body accepted, in bytes.
+  public var maxRequestBytes = 8 << 20
+  /// How long a client request may wait for commit or a read confirmation.
+  public var requestTimeoutMillis = 5000
+  /// Proposals refused (503) beyond this many bytes of uncommitted log.
+  public var maxUncommittedBytes = 64 << 20
+  public var logLevel: Logger.Level = .info
+
+  public init(name: String, httpAddress: String, raftAddress: String, dataDirectory: String) {
+    self.name = name
+    self.httpAddress = httpAddress
+    self.raftAddress = raftAddress
+    self.dataDirectory = dataDirectory
+  }
+
+  public var electionTimeoutTicks: Int { max(2, electionTimeoutMillis / max(1, heartbeatIntervalMillis)) }
+
+  public var identity: MemberInfo {
+    MemberInfo(name: name, raftAddress: raftAddress, httpAddress: httpAddress)
+  }
+}

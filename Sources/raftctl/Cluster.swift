@@ -1,0 +1,143 @@
+import ArgumentParser
+import Foundation
+import RaftDBClient
+
+/// `raftctl cluster start|stop`: a local multi-process cluster for trying raftdb out.
+struct Cluster: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Start or stop a local cluster of raftdb processes.", subcommands: [Start.self, Stop.self])
+
+  /// What `start` records so that `stop` can find the processes.
+  struct Manifest: Codable {
+    struct Node: Codable {
+      var name: String
+      var pid: Int32
+      var http: String
+      var raft: String
+      var directory: String
+    }
+    var nodes: [Node]
+  }
+
+  static func manifestURL(_ directory: String) -> URL {
+    URL(fileURLWithPath: directory).appendingPathComponent("cluster.json")
+  }
+
+  struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Start N nodes on this machine: node01 bootstraps, the others join through it.")
+    @Option(help: "Number of nodes.") var nodes = 3
+    @Option(help: "Directory for data, logs and the cluster manifest.") var dir: String
+    @Option(help: "HTTP port of node01; node k uses this + k - 1.") var httpPort = 8091
+    @Option(help: "Raft port of node01; node k uses this + k - 1.") var raftPort = 9091
+    @Option(help: "Path of the raftdb executable (default: next to raftctl).") var raftdb: String?
+
+    func validate() throws {
+      guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 9") }
+    }
+
+    func run() async throws {
+      let executable =
+        raftdb
+        ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        .deletingLastPathComponent().appendingPathComponent("raftdb").path
+      guard FileManager.default.isExecutableFile(atPath: executable) else {
+        throw ValidationError("raftdb not found at \(executable); pass --raftdb PATH")
+      }
+      try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      if FileManager.default.fileExists(atPath: Cluster.manifestURL(dir).path) {
+        throw ValidationError(
+          "a cluster is already recorded in \(dir); run `raftctl cluster stop --dir \(dir)` first")
+      }
+      var manifest = Manifest(nodes: [])
+      let first = "127.0.0.1:\(httpPort)"
+      for k in 1...nodes {
+        let name = String(format: "node%02d", k)
+        let http = "127.0.0.1:\(httpPort + k - 1)"
+        let raft = "127.0.0.1:\(raftPort + k - 1)"
+        let directory = (dir as NSString).appendingPathComponent(name)
+        var arguments = ["-id", name, "-haddr", http, "-raddr", raft]
+        if k > 1 { arguments += ["-join", first] }
+        arguments.append(directory)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let logPath = (dir as NSString).appendingPathComponent("\(name).log")
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        manifest.nodes.append(
+          .init(name: name, pid: process.processIdentifier, http: http, raft: raft, directory: directory))
+        if k == 1 { try await waitForLeader(at: http) }
+      }
+      try JSONEncoder().encode(manifest).write(to: Cluster.manifestURL(dir))
+      let endpoints = manifest.nodes.map(\.http).joined(separator: ",")
+      try await waitForMembers(manifest.nodes.count, at: first)
+      print("raftdb cluster of \(nodes) running; logs and data in \(dir)")
+      for node in manifest.nodes {
+        print("  \(node.name)  http=\(node.http)  raft=\(node.raft)  pid=\(node.pid)")
+      }
+      print(
+        """
+
+        Try it (lesson 20):
+          curl -XPOST \(first)/key -d '{"foo": "bar"}' -L
+          curl -XGET '\(manifest.nodes.last!.http)/key/foo?level=consistent' -L
+          curl \(first)/status
+          export RAFTDB_ENDPOINTS=\(endpoints)
+          raftctl put foo bar && raftctl get foo --level consistent && raftctl members
+        Stop it:
+          raftctl cluster stop --dir \(dir)
+        """)
+    }
+
+    private func waitForLeader(at endpoint: String) async throws {
+      let client = RaftDBClient(endpoints: [endpoint])
+      defer { Task { await client.close() } }
+      for _ in 0..<100 {
+        if let status = try? await client.status(endpoint: endpoint), status.state == "leader" { return }
+        try await Task.sleep(for: .milliseconds(100))
+      }
+      throw ValidationError("node01 did not become leader; see \(dir)/node01.log")
+    }
+
+    private func waitForMembers(_ count: Int, at endpoint: String) async throws {
+      let client = RaftDBClient(endpoints: [endpoint])
+      defer { Task { await client.close() } }
+      for _ in 0..<300 {
+        let members = (try? await client.status(endpoint: endpoint))?.members ?? []
+        if members.filter({ $0.voter == true }).count == count { return }
+        try await Task.sleep(for: .milliseconds(100))
+      }
+      throw ValidationError("not every node joined within 30 seconds; see the logs in \(dir)")
+    }
+  }
+
+  struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a cluster started with `cluster start`.")
+    @Option(help: "The directory given to `cluster start`.") var dir: String
+    @Flag(help: "Also delete the data directory.") var clean = false
+
+    func run() async throws {
+      let url = Cluster.manifestURL(dir)
+      guard let data = FileManager.default.contents(atPath: url.path) else {
+        throw ValidationError("no cluster recorded in \(dir)")
+      }
+      let manifest = try JSONDecoder().decode(Manifest.self, from: data)
+      for node in manifest.nodes { kill(node.pid, SIGTERM) }
+      for node in manifest.nodes {
+        var waited = 0
+        while kill(node.pid, 0) == 0 && waited < 100 {
+          try await Task.sleep(for: .milliseconds(50))
+          waited += 1
+        }
+        if kill(node.pid, 0) == 0 { kill(node.pid, SIGKILL) }
+        print("stopped \(node.name) (pid \(node.pid))")
+      }
+      try FileManager.default.removeItem(at: url)
+      if clean { try FileManager.default.removeItem(atPath: dir) }
+    }
+  }
+}

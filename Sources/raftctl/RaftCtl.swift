@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import RaftDBClient
+
+@main
+struct RaftCtl: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "raftctl",
+    abstract: "Command-line client and tools for raftdb.",
+    discussion: """
+      Endpoints are the HTTP addresses of any members (--endpoints or RAFTDB_ENDPOINTS); requests
+      follow redirects to the leader and move on to the next endpoint when one is down.
+      """,
+    subcommands: [
+      Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
+      Cluster.self,
+    ])
+}
+
+struct Endpoints: ParsableArguments {
+  @Option(help: "Comma-separated HTTP addresses of members (default: $RAFTDB_ENDPOINTS or localhost:8091).")
+  var endpoints: String?
+
+  var list: [String] {
+    let text = endpoints ?? ProcessInfo.processInfo.environment["RAFTDB_ENDPOINTS"] ?? "localhost:8091"
+    return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+  }
+
+  func client() throws -> RaftDBClient {
+    let list = list
+    guard !list.isEmpty, list.allSatisfy({ splitHostPort($0) != nil }) else {
+      throw ValidationError("endpoints must be host:port, comma separated")
+    }
+    return RaftDBClient(endpoints: list)
+  }
+}
+
+/// Prints a JSON-compatible value compactly with sorted keys.
+func printJSON(_ object: Any) {
+  let data =
+    (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+  print(data.map { String(decoding: $0, as: UTF8.self) } ?? "\(object)")
+}
+
+struct Put: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Set keys: raftctl put foo bar, or raftctl put foo=bar baz=qux (one atomic write).")
+  @OptionGroup var endpoints: Endpoints
+  @Argument(help: "KEY VALUE, or one or more KEY=VALUE pairs.") var arguments: [String]
+
+  func run() async throws {
+    var pairs: [String: String] = [:]
+    if arguments.count == 2 && !arguments[0].contains("=") {
+      pairs[arguments[0]] = arguments[1]
+    } else {
+      for argument in arguments {
+        guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+          throw ValidationError("expected KEY=VALUE, got \(argument)")
+        }
+        pairs[String(argument[..<equals])] = String(argument[argument.index(after: equals)...])
+      }
+    }
+    guard !pairs.isEmpty else { throw ValidationError("nothing to put") }
+    let client = try endpoints.client()
+    let revision = try await client.put(pairs)
+    await client.close()
+    printJSON(["revision": revision])
+  }
+}
+
+struct Get: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Read a key.")
+  @OptionGroup var endpoints: Endpoints
+  @Option(help: "stale, default or consistent.") var level: String = "default"
+  @Argument var key: String
+
+  func run() async throws {
+    guard let readLevel = ReadLevel(rawValue: level == "linearizable" ? "consistent" : level) else {
+      throw ValidationError("unknown level \(level)")
+    }
+    let client = try endpoints.client()
+    let value = try await client.get(key, level: readLevel)
+    await client.close()
+    guard let value else {
+      FileHandle.standardError.write(Data("key \(key) not found\n".utf8))
+      throw ExitCode(1)
+    }
+    printJSON([key: value])
+  }
+}
+
+struct Delete: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "del", abstract: "Delete a key.")
+  @OptionGroup var endpoints: Endpoints
+  @Argument var key: String
+
+  func run() async throws {
+    let client = try endpoints.client()
+    let existed = try await client.delete(key)
+    await client.close()
+    printJSON(["deleted": existed])
+  }
+}
+
+struct CompareAndSet: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "cas", abstract: "Set KEY to VALUE only if it currently equals --expect (or is absent).")
+  @OptionGroup var endpoints: Endpoints
+  @Option(help: "The value the key must have now.") var expect: String?
+  @Flag(help: "Require the key to be absent now.") var expectAbsent = false
+  @Argument var key: String
+  @Argument var value: String
+
+  func validate() throws {
+    guard (expect != nil) != expectAbsent else {
+      throw ValidationError("give exactly one of --expect or --expect-absent")
+    }
+  }
+
+  func run() async throws {
+    let client = try endpoints.client()
+    let outcome = try await client.compareAndSet(key, expect: expect, value: value)
+    await client.close()
+    printJSON(["succeeded": outcome.succeeded, "value": outcome.current as Any? ?? NSNull()])
+    if !outcome.succeeded { throw ExitCode(1) }
+  }
+}
+
+struct Status: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Show a node's view of the cluster.")
+  @OptionGroup var endpoints: Endpoints
+
+  func run() async throws {
+    let client = try endpoints.client()
+    for endpoint in endpoints.list {
+      do {
+        print(try await client.statusJSON(endpoint: endpoint))
+      } catch {
+        printJSON(["endpoint": endpoint, "error": "\(error)"])
+      }
+    }
+    await client.close()
+  }
+}
+
+struct Members: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "List the members as the leader sees them.")
+  @OptionGroup var endpoints: Endpoints
+
+  func run() async throws {
+    let client = try endpoints.client()
+    let status = try await client.status()
+    await client.close()
+    for member in status.members.sorted(by: { $0.id < $1.id }) {
+      let role = member.id == status.leader?.id ? "leader" : (member.voter == true ? "voter" : "learner")
+      print("\(member.id)\t\(role)\traft=\(member.raddr)\thttp=\(member.haddr)")
+    }
+  }
+}
+
+struct Join: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Add a member (as the course's /join does).")
+  @OptionGroup var endpoints: Endpoints
+  @Flag(help: "Add as a learner (non-voting).") var learner = false
+  @Argument(help: "Member name.") var id: String
+  @Argument(help: "Its raft address, host:port.") var raftAddress: String
+  @Argument(help: "Its HTTP address, host:port.") var httpAddress: String
+
+  func run() async throws {
+    let client = try endpoints.client()
+    try await client.join(id: id, raftAddress: raftAddress, httpAddress: httpAddress, voter: !learner)
+    await client.close()
+    printJSON(["joined": id])
+  }
+}
+
+struct Remove: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Remove a member.")
+  @OptionGroup var endpoints: Endpoints
+  @Argument(help: "Member name.") var id: String
+
+  func run() async throws {
+    let client = try endpoints.client()
+    try await client.remove(id: id)
+    await client.close()
+    printJSON(["removed": id])
+  }
+}

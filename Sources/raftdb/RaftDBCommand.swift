@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import RaftDBClient
+import RaftDBServer
+import ServiceLifecycle
+
+@main
+struct RaftDBCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "raftdb",
+    abstract: "A distributed key-value store on Raft (the course's raftdb).",
+    discussion: """
+      With an empty data directory and no -join, raftdb bootstraps a one-node cluster and leads it.
+      With -join it asks that member (any member; redirects lead to the leader) to add it, retrying
+      until admitted. A restart with existing state needs no -join.
+
+      Three nodes on one machine, as in lesson 20:
+        raftdb -id node01 -haddr localhost:8091 -raddr localhost:8089 ~/node01
+        raftdb -id node02 -haddr localhost:8092 -raddr localhost:8090 -join localhost:8091 ~/node02
+        raftdb -id node03 -haddr localhost:8093 -raddr localhost:8087 -join localhost:8091 ~/node03
+        curl -XPOST localhost:8091/key -d '{"foo": "bar"}' -L
+        curl -XGET 'localhost:8092/key/foo?level=consistent' -L
+      Flags take one dash (-id, as in the course) or two (--id).
+      """)
+
+  @Option(name: .raftdb("id"), help: "This node's name (default: its raft address).")
+  var id: String?
+
+  @Option(name: .raftdb("haddr"), help: "HTTP API address, host:port.")
+  var haddr = "localhost:8091"
+
+  @Option(name: .raftdb("raddr"), help: "Raft address for peers, host:port.")
+  var raddr = "localhost:8089"
+
+  @Option(name: .raftdb("join"), help: "HTTP address of a member to join through on first start.")
+  var join: String?
+
+  @Flag(name: .raftdb("learner"), help: "Join as a learner (a non-voting member).")
+  var learner = false
+
+  @Option(name: .raftdb("heartbeat-interval"), help: "Heartbeat interval (one Raft tick), milliseconds.")
+  var heartbeatInterval = 100
+
+  @Option(
+    name: .raftdb("election-timeout"), help: "Minimum election timeout, milliseconds (randomized up to 2x).")
+  var electionTimeout = 1000
+
+  @Option(name: .raftdb("snapshot-threshold"), help: "Applied entries between snapshots.")
+  var snapshotThreshold: UInt64 = 10_000
+
+  @Option(name: .raftdb("snapshot-retain"), help: "Snapshot files to keep.")
+  var snapshotRetain = 2
+
+  @Option(name: .raftdb("log-retain"), help: "Log entries kept below a snapshot for lagging followers.")
+  var logRetain: UInt64 = 5_000
+
+  @Option(name: .raftdb("max-key-bytes"), help: "Largest key accepted, bytes.")
+  var maxKeyBytes = 4096
+
+  @Option(name: .raftdb("max-value-bytes"), help: "Largest value accepted, bytes.")
+  var maxValueBytes = 1 << 20
+
+  @Option(name: .raftdb("max-request-bytes"), help: "Largest request body accepted, bytes.")
+  var maxRequestBytes = 8 << 20
+
+  @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
+  var requestTimeout = 5000
+
+  @Option(name: .raftdb("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+  var logLevel = "info"
+
+  @Argument(help: "Data directory.")
+  var dataDirectory = "./raftdb-data"
+
+  func validate() throws {
+    guard splitHostPort(haddr) != nil else { throw ValidationError("-haddr must be host:port, got \(haddr)") }
+    guard splitHostPort(raddr) != nil else { throw ValidationError("-raddr must be host:port, got \(raddr)") }
+    if let join, splitHostPort(join) == nil { throw ValidationError("-join must be host:port, got \(join)") }
+    guard Logger.Level(rawValue: logLevel) != nil else {
+      throw ValidationError("unknown -log-level \(logLevel)")
+    }
+    guard heartbeatInterval > 0, electionTimeout >= 2 * heartbeatInterval else {
+      throw ValidationError("-election-timeout must be at least twice -heartbeat-interval")
+    }
+    guard snapshotThreshold > 0, snapshotRetain >= 1, maxKeyBytes > 0, maxValueBytes > 0 else {
+      throw ValidationError("limits and thresholds must be positive")
+    }
+  }
+
+  func run() async throws {
+    let level = Logger.Level(rawValue: logLevel)!
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let name = id ?? raddr
+    var logger = Logger(label: "raftdb")
+    logger[metadataKey: "node"] = "\(name)"
+
+    var options = ServerOptions(
+      name: name, httpAddress: haddr, raftAddress: raddr, dataDirectory: dataDirectory)
+    options.join = join
+    options.joinAsLearner = learner
+    options.heartbeatIntervalMillis = heartbeatInterval
+    options.electionTimeoutMillis = electionTimeout
+    options.snapshotThreshold = snapshotThreshold
+    options.snapshotsRetained = snapshotRetain
+    options.logRetainedEntries = logRetain
+    options.maxKeyBytes = maxKeyBytes
+    options.maxValueBytes = maxValueBytes
+    options.maxRequestBytes = maxRequestBytes
+    options.requestTimeoutMillis = requestTimeout
+    options.logLevel = level
+
+    try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    let node = try await RaftDBNode.start(options: options, logger: logger, networkGroup: group) { reason in
+      // Crash-only: after a storage failure the process exits and a supervisor restarts it; recovery
+      // from disk is the one well-tested path back.
+      FileHandle.standardError.write(Data("raftdb: fatal: \(reason)\n".utf8))
+      Foundation.exit(70)
+    }
+    let (host, port) = splitHostPort(haddr)!
+    let app = Application(
+      responder: RaftDBHTTPResponder(node: node),
+      configuration: .init(address: .hostname(host, port: port), serverName: nil),
+      eventLoopGroupProvider: .shared(group),
+      logger: logger)
+    let services = ServiceGroup(
+      configuration: .init(
+        services: [.init(service: NodeService(node: node)), .init(service: app)],
+        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await services.run()
+    logger.info("raftdb stopped")
+  }
+}
+
+/// Keeps the node alive for the service group and stops it cleanly on shutdown (after the HTTP
+/// server, which the group stops first).
+struct NodeService: Service {
+  let node: RaftDBNode
+
+  func run() async throws {
+    try? await gracefulShutdown()
+    await node.shutdown()
+  }
+}
+
+extension NameSpecification {
+  /// Accepts `-name` (the course's Go flags) and `--name`.
+  static func raftdb(_ name: String) -> NameSpecification {
+    [.customLong(name, withSingleDash: true), .customLong(name)]
+  }
+}
