@@ -375,7 +375,11 @@ public struct RaftDBHTTPResponder: HTTPResponder {
       )
     case .notLeader:
       return APIError.unavailable("no leader").response
-    case .unavailable(let why), .outcomeUnknown(let why), .stopped(let why):
+    case .outcomeUnknown(let why):
+      var response = APIError.unavailable(why).response
+      response.headers[HTTPField.Name("X-Raftdb-Outcome")!] = "unknown"
+      return response
+    case .unavailable(let why), .stopped(let why):
       return APIError.unavailable(why).response
     case .invalid(let why): return APIError.badRequest(why).response
     case .conflict(let why): return APIError.conflict(why).response

@@ -97,6 +97,7 @@ extension RaftDBNode {
     guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
     let requestID = nextRequestID
     nextRequestID += 1
+    if level == .default { catchUpTicks() }  // A lease is only as good as the time it is checked at.
     let promise = loop.makePromise(of: KVRecord?.self)
     reads[requestID] = PendingRead(key: key, promise: promise, deadline: requestDeadline)
     raft.requestRead(id: requestID, mode: level == .consistent ? .readIndex : .lease)

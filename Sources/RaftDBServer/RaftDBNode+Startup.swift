@@ -28,8 +28,9 @@ extension RaftDBNode {
     options: ServerOptions, logger: Logger, networkGroup: any EventLoopGroup,
     onFatalError: @escaping @Sendable (String) -> Void = { _ in }
   ) async throws -> RaftDBNode {
-    guard let (raftHost, raftPort) = splitHostPort(options.raftAddress) else {
-      throw StartupError.badAddress(options.raftAddress)
+    let listenAddress = options.raftListenAddress ?? options.raftAddress
+    guard let (raftHost, raftPort) = splitHostPort(listenAddress) else {
+      throw StartupError.badAddress(listenAddress)
     }
     var storageOptions = FileStorageOptions()
     storageOptions.segmentSizeBytes = options.walSegmentBytes

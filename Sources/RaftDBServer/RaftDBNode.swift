@@ -45,6 +45,8 @@ public final class RaftDBNode: @unchecked Sendable {
   var completionsDeferredByRestore: [() -> Void] = []
   var lastSoftState: SoftState?
   var ticker: RepeatedTask?
+  /// When the core was last ticked (see `catchUpTicks`).
+  var lastTick = NIODeadline.now()
   var stopped = false
   /// Called once after a fatal error; the executable exits so that a supervisor restarts it.
   let onFatalError: @Sendable (String) -> Void
@@ -275,12 +277,27 @@ public final class RaftDBNode: @unchecked Sendable {
 
   func startTicking() {
     let interval = TimeAmount.milliseconds(Int64(options.heartbeatIntervalMillis))
+    lastTick = NIODeadline.now()
     ticker = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
       guard !self.stopped else { return }
-      self.raft.tick()
+      self.catchUpTicks()
       self.expireRequests()
       self.processReady()
     }
+  }
+
+  /// Advances the core by every tick interval that has passed on the monotonic clock since the last
+  /// tick. Time in the core must track real elapsed time, not the number of timer callbacks: a process
+  /// that was paused (SIGSTOP, a long GC-like stall, a starved CPU) would otherwise resume believing its
+  /// leader lease still holds and its election timers barely moved. Called before every lease read too.
+  func catchUpTicks() {
+    let interval = Int64(options.heartbeatIntervalMillis) * 1_000_000
+    let elapsed = (NIODeadline.now() - lastTick).nanoseconds
+    guard elapsed >= interval else { return }
+    let due = elapsed / interval
+    // Past an election timeout more ticks change nothing; the cap keeps a long pause cheap.
+    for _ in 0..<min(due, Int64(4 * options.electionTimeoutTicks)) { raft.tick() }
+    lastTick = lastTick + .nanoseconds(due * interval)
   }
 
   /// Fails requests that waited longer than the request timeout.

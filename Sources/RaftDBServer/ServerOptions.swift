@@ -5,6 +5,9 @@ public struct ServerOptions: Sendable {
   public var name: String
   public var httpAddress: String
   public var raftAddress: String
+  /// Where to listen for peers, when that differs from the address advertised to them (behind NAT,
+  /// a container port mapping, or a proxy). Nil: listen on `raftAddress`.
+  public var raftListenAddress: String?
   public var dataDirectory: String
   /// Another member's HTTP address to ask for admission on first start.
   public var join: String?

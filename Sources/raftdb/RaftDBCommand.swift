@@ -36,6 +36,11 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("raddr"), help: "Raft address for peers, host:port.")
   var raddr = "localhost:8089"
 
+  @Option(
+    name: .raftdb("raft-listen"),
+    help: "Listen for peers here instead of on -raddr (which is still what peers are told), host:port.")
+  var raftListen: String?
+
   @Option(name: .raftdb("join"), help: "HTTP address of a member to join through on first start.")
   var join: String?
 
@@ -80,6 +85,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     guard splitHostPort(haddr) != nil else { throw ValidationError("-haddr must be host:port, got \(haddr)") }
     guard splitHostPort(raddr) != nil else { throw ValidationError("-raddr must be host:port, got \(raddr)") }
     if let join, splitHostPort(join) == nil { throw ValidationError("-join must be host:port, got \(join)") }
+    if let raftListen, splitHostPort(raftListen) == nil {
+      throw ValidationError("-raft-listen must be host:port, got \(raftListen)")
+    }
     guard Logger.Level(rawValue: logLevel) != nil else {
       throw ValidationError("unknown -log-level \(logLevel)")
     }
@@ -105,6 +113,7 @@ struct RaftDBCommand: AsyncParsableCommand {
     var options = ServerOptions(
       name: name, httpAddress: haddr, raftAddress: raddr, dataDirectory: dataDirectory)
     options.join = join
+    options.raftListenAddress = raftListen
     options.joinAsLearner = learner
     options.heartbeatIntervalMillis = heartbeatInterval
     options.electionTimeoutMillis = electionTimeout
