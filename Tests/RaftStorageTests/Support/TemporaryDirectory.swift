@@ -25,8 +25,18 @@ enum Disk {
     [UInt8](FileManager.default.contents(atPath: path) ?? Data())
   }
 
+  /// Replaces a file's content in place (Foundation's atomic `createFile` would leave a
+  /// `TemporaryDirectory.*` behind in /tmp for every call).
   static func write(_ path: String, _ bytes: [UInt8]) {
-    precondition(FileManager.default.createFile(atPath: path, contents: Data(bytes)), "cannot write \(path)")
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    precondition(fd >= 0, "cannot open \(path): errno \(errno)")
+    defer { close(fd) }
+    var done = 0
+    while done < bytes.count {
+      let written = bytes[done...].withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+      precondition(written > 0, "cannot write \(path): errno \(errno)")
+      done += written
+    }
   }
 
   static func size(_ path: String) -> Int {
