@@ -21,6 +21,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
   ],
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
@@ -84,7 +85,14 @@ let package = Package(
     // The client executable: key-value commands, membership, a local cluster.
     .executableTarget(
       name: "raftctl",
-      dependencies: ["RaftDBClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+      dependencies: [
+        "RaftDBClient",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+      ]),
     // Storage benchmark (BENCHMARKS.md) and the child process the WAL crash test kills.
     .executableTarget(name: "raft-storage-bench", dependencies: ["RaftStorage"]),
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
