@@ -1,3 +1,4 @@
+import Foundation
 @_spi(Testing) import Raft
 
 /// Runs many seeds, spread over the available cores, and summarizes.
@@ -41,34 +42,38 @@ public enum SimulationSuite {
     }
   }
 
-  /// Runs `seeds` with `configure` applied to each run's options, on `parallelism` tasks.
+  /// Runs `seeds` with `configure` applied to each run's options, on `parallelism` threads. The runs
+  /// are long and CPU-bound, so they get threads of their own rather than the Swift concurrency pool,
+  /// which they would otherwise monopolize (starving every other task in the process).
   public static func run(
     seeds: ClosedRange<UInt64>, nodeCount: Int, parallelism: Int = 2,
     configure: @escaping @Sendable (inout SimulationOptions) -> Void = { _ in }
   ) async -> Summary {
     let workers = max(1, parallelism)
-    let reports = await withTaskGroup(of: [SimulationReport].self) { group in
+    let collected = ReportCollector()
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+      let group = DispatchGroup()
       for worker in 0..<workers {
-        group.addTask {
-          var mine: [SimulationReport] = []
+        group.enter()
+        let thread = Thread {
           var seed = seeds.lowerBound + UInt64(worker)
           while seed <= seeds.upperBound {
             var options = SimulationOptions(seed: seed, nodeCount: nodeCount)
             configure(&options)
             var report = ClusterSimulation(options: options).run()
             if report.passed { report.trace = [] }
-            mine.append(report)
+            collected.append(report)
             seed += UInt64(workers)
           }
-          return mine
+          group.leave()
         }
+        thread.stackSize = 8 << 20
+        thread.start()
       }
-      var all: [SimulationReport] = []
-      for await batch in group { all.append(contentsOf: batch) }
-      return all
+      group.notify(queue: .global()) { done.resume() }
     }
     var summary = Summary(nodeCount: nodeCount)
-    for report in reports.sorted(by: { $0.seed < $1.seed }) { summary.add(report) }
+    for report in collected.reports.sorted(by: { $0.seed < $1.seed }) { summary.add(report) }
     return summary
   }
 
@@ -84,4 +89,15 @@ public enum SimulationSuite {
     }
     return nil
   }
+}
+
+/// Reports gathered from the worker threads.
+private final class ReportCollector: @unchecked Sendable {
+  // Unchecked: `reports` is only touched under `lock`.
+  private let lock = NSLock()
+  private var storage: [SimulationReport] = []
+
+  func append(_ report: SimulationReport) { lock.withLock { storage.append(report) } }
+
+  var reports: [SimulationReport] { lock.withLock { storage } }
 }

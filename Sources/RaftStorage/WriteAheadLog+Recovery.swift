@@ -10,7 +10,8 @@ struct WALScan {
   var termAtSnapshot: UInt64?
   /// A torn record at the end of the final segment, to be cut off.
   var torn: (path: String, offset: Int64, reason: String)?
-  /// Final segments whose creation a crash interrupted (no header made it to disk).
+  /// Final segments whose creation a crash interrupted (no intact header and no record made it to
+  /// disk).
   var incomplete: [String] = []
   var temporaryFiles: [String] = []
   /// Files whose names are not segments': left alone and reported.
@@ -50,12 +51,22 @@ extension WriteAheadLog {
       let header = try finalBytes.withBytes { (bytes) throws(StorageError) in
         try WALFormat.checkSegmentHeader(bytes, path: last.path)
       }
-      // Shorter than a header, or zeros throughout: nothing of it was ever synced. A zeroed header
-      // with data after it is something else, and the header check below reports it.
-      let short = finalBytes.count < WALFormat.segmentHeaderSize
-      guard case .incomplete = header, short || finalBytes.withUnsafeBytes({ $0.isAllZero(from: 0) }) else {
-        break
+      // Records are appended only after a segment's creation was synced, so a final segment whose
+      // header did not survive, and which holds no valid record, was never used: a crash interrupted
+      // its creation (the directory entry reached the disk, its header did not, or only part of it
+      // did). A damaged header followed by a valid record is corruption, and the checks below say so.
+      let unfinished: Bool
+      switch header {
+      case .valid: unfinished = false
+      case .incomplete, .invalid:
+        let records = finalBytes.withUnsafeBytes { bytes in
+          (try? SegmentScanner.scan(
+            bytes, path: last.path, firstIndex: last.first, isFinal: true, previousTerm: nil, keepAbove: .max,
+            maxRecordBytes: options.maxRecordBytes))?.offsets.count ?? 0
+        }
+        unfinished = records == 0
       }
+      guard unfinished else { break }
       scan.incomplete.append(last.path)
       named.removeLast()
     }

@@ -104,14 +104,16 @@ final class PowerLossFileSystem: StorageFileSystem {
   /// Rewrites every tracked directory as a power failure might leave it. All files of the storage
   /// must be closed first. Afterwards everything on disk counts as durable.
   func powerLoss(_ random: inout SplitMix64) {
-    for directory in directories {
+    // Sorted: Set and Dictionary order differs between processes, and the random draws below must
+    // happen in the same order for a seed to reproduce.
+    for directory in directories.sorted() {
       let current = Dictionary(
         uniqueKeysWithValues: inodes.filter { parent($0.key) == directory }.map {
           (String($0.key.split(separator: "/").last!), $0.value)
         })
       let durable = durableEntries[directory] ?? [:]
       var survivors: [String: [UInt8]] = [:]
-      for name in Set(current.keys).union(durable.keys) {
+      for name in Set(current.keys).union(durable.keys).sorted() {
         let inode = current[name] == durable[name] || random.next() % 2 == 0 ? current[name] : durable[name]
         guard let inode else { continue }
         let synced = durableContent[inode] ?? []
