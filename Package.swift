@@ -86,12 +86,24 @@ let package = Package(
     .executableTarget(
       name: "raftctl",
       dependencies: [
-        "RaftDBClient",
+        "RaftDBClient", "RaftDBVerify", "Linearizability",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
+      ]),
+    // Linearizability checking of per-key register histories (Wing & Gong with Lowe's memoization).
+    .target(name: "Linearizability"),
+    // Jepsen-style verification of a real cluster: processes, a fault proxy, a workload, the checker.
+    .target(
+      name: "RaftDBVerify",
+      dependencies: [
+        "Raft", "RaftDBClient", "RaftDBServer", "Linearizability",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ]),
     // Storage benchmark (BENCHMARKS.md) and the child process the WAL crash test kills.
     .executableTarget(name: "raft-storage-bench", dependencies: ["RaftStorage"]),
@@ -111,11 +123,12 @@ let package = Package(
     .testTarget(
       name: "RaftDBIntegrationTests",
       dependencies: [
-        "RaftDBClient", "raftdb",
+        "RaftDBClient", "RaftDBVerify", "raftdb",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
       ]),
+    .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
   ],

@@ -199,7 +199,11 @@ public actor RaftDBClient {
         if !endpoints.contains(host) { endpoints.append(host) }
         preferred = endpoints.firstIndex(of: host)!
       case 503:
+        // This member knows no leader (it may be partitioned away, or no longer a member): ask the
+        // next one, after a pause that grows while the whole cluster has none.
         lastProblem = "\(target): \(response.bodyText)"
+        preferred = (endpoints.firstIndex(of: target).map { $0 + 1 } ?? preferred + 1) % endpoints.count
+        target = endpoints[preferred]
         try await Task.sleep(for: backoff)
         backoff = min(backoff * 2, .seconds(1))
         path = request.path

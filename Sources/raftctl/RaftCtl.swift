@@ -13,7 +13,7 @@ struct RaftCtl: AsyncParsableCommand {
       """,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
-      Cluster.self,
+      Cluster.self, Bench.self, Verify.self,
     ])
 }
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import RaftDBClient
+import RaftDBVerify
 
 /// Real `raftdb` processes on loopback, each with its own data directory, started and killed by
 /// process id. Ports come from a range below 32768 (above it the kernel hands out ephemeral ports),
@@ -71,19 +72,9 @@ final class ClusterHarness: @unchecked Sendable {
     if let join { args += ["-join", join] }
     args += ["-heartbeat-interval", "50", "-election-timeout", "500", "-log-level", "info"]
     args += extraArguments + arguments + [spec.directory.path]
-    let process = Process()
-    process.executableURL = Self.executable
-    process.arguments = args
     try FileManager.default.createDirectory(at: spec.directory, withIntermediateDirectories: true)
-    let logURL = root.appendingPathComponent("\(name).log")
-    if !FileManager.default.fileExists(atPath: logURL.path) {
-      FileManager.default.createFile(atPath: logURL.path, contents: nil)
-    }
-    let log = try FileHandle(forWritingTo: logURL)
-    log.seekToEndOfFile()
-    process.standardOutput = log
-    process.standardError = log
-    try process.run()
+    let process = try LoggedProcess.launch(
+      Self.executable, arguments: args, appendingOutputTo: root.appendingPathComponent("\(name).log"))
     lock.withLock { processes[name] = process }
   }
 
@@ -95,6 +86,14 @@ final class ClusterHarness: @unchecked Sendable {
   }
 
   func isRunning(_ name: String) -> Bool { lock.withLock { processes[name]?.isRunning ?? false } }
+
+  /// Sends SIGTERM and waits; returns the exit status.
+  func terminate(_ name: String) -> Int32? {
+    guard let process = lock.withLock({ processes.removeValue(forKey: name) }) else { return nil }
+    Foundation.kill(process.processIdentifier, SIGTERM)
+    process.waitUntilExit()
+    return process.terminationStatus
+  }
 
   func stopAll(signal: Int32 = SIGTERM) {
     let all = lock.withLock { () -> [Process] in

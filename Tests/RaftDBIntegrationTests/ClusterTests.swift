@@ -181,6 +181,23 @@ import Testing
     harness.stopAll()
   }
 
+  /// SIGTERM stops a node gracefully (exit status 0), and it comes back with its data.
+  @Test func sigtermShutsDownCleanlyAndDataSurvives() async throws {
+    let harness = try ClusterHarness()
+    _ = try await harness.startCluster(["solo"])
+    let client = harness.client()
+    try await client.put(["kept": "yes"])
+    await client.close()
+    #expect(harness.terminate("solo") == 0)
+    #expect(harness.log("solo").contains("raftdb stopped"))
+    try harness.start("solo")
+    #expect(await harness.waitForLeader(among: ["solo"]) != nil)
+    let after = harness.client()
+    #expect(try await after.get("kept", level: .consistent) == "yes")
+    await after.close()
+    harness.stopAll()
+  }
+
   /// kill -9 of every node at once, then a restart of all: nothing acknowledged is lost.
   @Test func killingEveryNodeLosesNothingAcknowledged() async throws {
     let harness = try ClusterHarness()

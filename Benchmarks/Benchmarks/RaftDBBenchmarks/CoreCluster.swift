@@ -1,0 +1,1 @@
+../../../Sources/raft-core-bench/CoreCluster.swift

@@ -1,0 +1,1 @@
+../../../Sources/raftctl/BenchHTTP.swift

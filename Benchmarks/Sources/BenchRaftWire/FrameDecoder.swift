@@ -1,0 +1,1 @@
+../../../Sources/RaftTransport/FrameDecoder.swift

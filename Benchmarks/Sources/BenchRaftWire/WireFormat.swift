@@ -1,0 +1,1 @@
+../../../Sources/RaftTransport/WireFormat.swift

@@ -1,0 +1,24 @@
+import Foundation
+
+/// Starting a server process whose output goes to a log file that survives restarts: each start
+/// appends, so a node's log reads as one story across kills. Shared by `raftctl verify` and the
+/// integration tests.
+public enum LoggedProcess {
+  public static func launch(_ executable: URL, arguments: [String], appendingOutputTo logURL: URL) throws
+    -> Process
+  {
+    if !FileManager.default.fileExists(atPath: logURL.path) {
+      FileManager.default.createFile(atPath: logURL.path, contents: nil)
+    }
+    let log = try FileHandle(forWritingTo: logURL)
+    defer { try? log.close() }
+    log.seekToEndOfFile()
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.standardOutput = log
+    process.standardError = log
+    try process.run()
+    return process
+  }
+}
