@@ -8,15 +8,14 @@
 #   KEYS=100000 bench/memory.sh     # a quick look
 #
 # Environment: KEYS (default 1000000), BATCH (default 1000), BIN (default .build/release),
-# SNAPSHOT_THRESHOLD (default 250: with batches of 1,000 keys per entry, the default of 10,000 entries
-# would never snapshot during the load), DATA_PARENT (default /tmp).
+# DATA_PARENT (default /tmp), RAFTDB_FLAGS (extra raftdb flags; the defaults are used otherwise).
 # Ports: HTTP 18291-18293, Raft 19291-19293. Everything started here is stopped by pid on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KEYS=${KEYS:-1000000}
 BATCH=${BATCH:-1000}
 BIN=${BIN:-$ROOT/.build/release}
-SNAPSHOT_THRESHOLD=${SNAPSHOT_THRESHOLD:-250}
+
 WORK=$(mktemp -d "${DATA_PARENT:-/tmp}/raftdb-memory.XXXXXX")
 HTTP=(127.0.0.1:18291 127.0.0.1:18292 127.0.0.1:18293)
 RAFT=(127.0.0.1:19291 127.0.0.1:19292 127.0.0.1:19293)
@@ -34,8 +33,7 @@ trap cleanup EXIT
 
 start() { # start INDEX [join]
   local i=$1 name="node0$(($1 + 1))"
-  local args=(-id "$name" -haddr "${HTTP[$i]}" -raddr "${RAFT[$i]}" -snapshot-threshold "$SNAPSHOT_THRESHOLD"
-    -log-level warning)
+  local args=(-id "$name" -haddr "${HTTP[$i]}" -raddr "${RAFT[$i]}" -log-level warning ${RAFTDB_FLAGS:-})
   [ "$i" -gt 0 ] && [ "${2:-}" = join ] && args+=(-join "${HTTP[0]}")
   "$BIN/raftdb" "${args[@]}" "$WORK/$name" >> "$WORK/$name.log" 2>&1 &
   PID[$name]=$!

@@ -148,7 +148,7 @@ RAFTDB_STARTED=1
 RAFTDB_PIDS=$(python3 -c 'import json,sys; print(",".join(str(n["pid"]) for n in json.load(open(sys.argv[1]))["nodes"]))' "$RAFTDB_DIR/cluster.json")
 
 if [ "$SKIP_ETCD" = 0 ]; then
-  if ! command -v etcd > /dev/null; then
+  if ! command -v etcd > /dev/null || ! command -v etcdctl > /dev/null; then
     log "etcd not installed: installing Debian's etcd-server and etcd-client"
     apt-cache policy etcd-server >&2 || true
     if ! apt-cache policy etcd-server | grep -q 'Candidate: [0-9]'; then apt-get update >&2; fi
@@ -195,6 +195,7 @@ both put-c64 --op put --clients 64
 both get-default-c16 --op get --level default --clients 16
 both get-consistent-c16 --op get --level consistent --clients 16 --no-populate
 both get-stale-c16 --op get --level stale --clients 16 --no-populate
+both get-stale-leader-c16 --op get --level stale --clients 16 --no-populate --connect leader
 
 # --- report ---------------------------------------------------------------------------------------
 {

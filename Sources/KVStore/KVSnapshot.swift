@@ -53,6 +53,13 @@ public struct KVSnapshot: Sendable {
 
   public var count: Int { entries.count }
 
+  /// The record of `key` in this snapshot. Safe from any thread (the snapshot is immutable); costs
+  /// one allocation for the search probe.
+  public func get(_ key: String) -> KVRecord? {
+    var probe = KeyProbe(capacity: key.utf8.count)
+    return probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0].record } }
+  }
+
   /// Serializes in chunks of about `chunkBytes` (more when a single record is larger), calling
   /// `write` for each: streaming, so the whole snapshot is never in memory at once.
   public func serialize(chunkBytes: Int, write: ([UInt8]) throws -> Void) rethrows {

@@ -246,17 +246,27 @@ struct RaftLog {
   }
 
   /// Records that the application durably stored a snapshot at `index` and drops entries below it,
-  /// keeping `retain` entries for followers that are only slightly behind.
+  /// keeping up to `retain` entries, and up to `retainBytes` of their payloads, for followers that
+  /// are only slightly behind.
   /// Returns false, changing nothing, when `index` is not above the current snapshot or not yet
   /// applied and durable (a background snapshot overtaken by one received from the leader).
   @discardableResult
-  mutating func compact(through index: UInt64, retain: UInt64) -> Bool {
+  mutating func compact(through index: UInt64, retain: UInt64, retainBytes: Int = .max) -> Bool {
     guard index > snapshot.index, index <= applied, index <= persisted,
       let metadata = snapshotMetadata(at: index)
     else { return false }
     snapshot = metadata
     configurations.compact(through: index)
-    let newOffset = index > retain ? index - retain : 0
+    var newOffset = index > retain ? index - retain : 0
+    // Walk down from the snapshot point while the retained payloads fit in `retainBytes`.
+    var keptFrom = index
+    var keptBytes = 0
+    while keptFrom > max(newOffset, offset) {
+      keptBytes += entry(at: keptFrom)!.data.count
+      if keptBytes > retainBytes { break }
+      keptFrom -= 1
+    }
+    newOffset = max(newOffset, keptFrom)
     guard newOffset > offset else { return true }
     offsetTerm = term(at: newOffset)!
     entries.removeFirst(Int(newOffset - offset))

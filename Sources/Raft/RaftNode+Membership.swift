@@ -99,12 +99,13 @@ extension RaftNode {
   }
 
   /// Tells the node that a snapshot through `index` is durably stored, so the log below it (less
-  /// `compactionRetainEntries`) can be dropped. Returns false, changing nothing, when `index` is not
+  /// `compactionRetainEntries` and `compactionRetainBytes`) can be dropped. Returns false, changing nothing, when `index` is not
   /// newer than the current snapshot or not yet applied and durable.
   @discardableResult
   public func compactLog(through index: UInt64) -> Bool {
     defer { checkInvariants() }
-    return log.compact(through: index, retain: options.compactionRetainEntries)
+    return log.compact(
+      through: index, retain: options.compactionRetainEntries, retainBytes: options.compactionRetainBytes)
   }
 
   /// The transport could not reach `peer`: stop pipelining to it and probe instead.

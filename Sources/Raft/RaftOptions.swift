@@ -33,6 +33,9 @@ public struct RaftOptions: Sendable {
   /// Entries kept in memory below a compaction point, so that a briefly lagging follower can catch
   /// up from the log instead of needing a whole snapshot.
   public var compactionRetainEntries: UInt64 = 0
+  /// A byte bound on those retained entries (their payloads): with large entries a count alone could
+  /// keep gigabytes in memory. Whichever bound is tighter wins.
+  public var compactionRetainBytes: Int = .max
 
   @_spi(Testing) public var plantedBugs: PlantedBugs = []
 

@@ -88,7 +88,8 @@ extension RaftDBNode {
   /// `consistent` (ReadIndex) only on the leader, once its state machine has applied through the
   /// read index.
   public func read(_ key: String, level: ReadLevel) async throws(NodeError) -> KVRecord? {
-    try await onLoop { self.startRead(key, level: level) }
+    if level == .stale { return readView.withLockedValue { $0 }.get(key) }
+    return try await onLoop { self.startRead(key, level: level) }
   }
 
   private func startRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {

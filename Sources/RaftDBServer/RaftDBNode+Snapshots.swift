@@ -13,14 +13,19 @@ private final class MachineBox: @unchecked Sendable {
 }
 
 extension RaftDBNode {
-  /// Takes a snapshot every `snapshotThreshold` applied entries. The state machine's frozen copy costs
+  /// Takes a snapshot every `snapshotThreshold` applied entries or `snapshotThresholdBytes` applied
+  /// bytes, whichever comes first. The state machine's frozen copy costs
   /// O(1), and serializing it happens on a background thread, so writes keep flowing meanwhile.
   func maybeTakeSnapshot() {
     let applied = machine.appliedIndex
-    guard !snapshotInProgress, !stopped, applied >= raft.snapshotMetadata.index + options.snapshotThreshold,
+    let lastSnapshot = raft.snapshotMetadata.index
+    guard !snapshotInProgress, !stopped, applied > lastSnapshot,
+      applied >= lastSnapshot + options.snapshotThreshold
+        || appliedBytesSinceSnapshot >= options.snapshotThresholdBytes,
       let metadata = raft.snapshotMetadata(at: applied)
     else { return }
     snapshotInProgress = true
+    appliedBytesSinceSnapshot = 0
     let frozen = machine.snapshot()
     let writer = self.writer
     DispatchQueue.global(qos: .utility).async {

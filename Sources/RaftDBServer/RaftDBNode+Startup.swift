@@ -75,6 +75,7 @@ extension RaftDBNode {
     raftOptions.maxMessageBytes = max(1 << 20, options.maxValueBytes * 2 + 64 * 1024)
     raftOptions.maxInflightBytes = max(32 << 20, raftOptions.maxMessageBytes * 4)
     raftOptions.compactionRetainEntries = options.logRetainedEntries
+    raftOptions.compactionRetainBytes = options.logRetainedBytes
     let raft = RaftNode(options: raftOptions, stored: stored)
 
     let writer = StorageWriter(storage: storage) { jobs, seconds in
@@ -86,7 +87,7 @@ extension RaftDBNode {
       raft: raft,
       machine: machine, onFatalError: onFatalError)
     node.transport = PeerTransport(
-      localID: node.id, advertisedAddress: options.raftAddress, group: networkGroup,
+      localID: node.id, advertisedAddress: options.raftAddress, group: node.loopGroup,
       options: TransportOptions(), logger: logger, delegate: node)
     try await node.transport.listen(host: raftHost, port: raftPort)
     writer.start()

@@ -1,6 +1,7 @@
 import Foundation
 import KVStore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Raft
@@ -8,11 +9,12 @@ import RaftStorage
 import RaftTransport
 
 /// One raftdb server: drives the Raft core, its storage, its transport and the key-value state
-/// machine, and serves client requests. All mutable state lives on `loop`, one dedicated thread;
-/// blocking file I/O runs on the storage writer thread and the network on NIO's event loops, so the
-/// loop only ever does in-memory work.
+/// machine, and serves client requests. All mutable state lives on `loop`, one dedicated thread,
+/// which also runs the peer connections (so a peer's message reaches the core without a thread hop);
+/// WAL writes and fsyncs run on the storage writer thread and HTTP on NIO's other event loops.
 public final class RaftDBNode: @unchecked Sendable {
-  // Unchecked: every mutable property is confined to `loop` (each entry point hops there first),
+  // Unchecked: every mutable property is confined to `loop` (each entry point hops there first;
+  // `readView` is the exception, behind its own lock),
   // except `transport`, which is set once during start-up before any other thread can see the node.
   public let options: ServerOptions
   public let identity: MemberInfo
@@ -26,7 +28,13 @@ public final class RaftDBNode: @unchecked Sendable {
   var transport: PeerTransport!
 
   var raft: RaftNode
-  var machine: KVStateMachine
+  var machine: KVStateMachine {
+    didSet { publishReadView() }
+  }
+  /// A frozen copy of the state machine as of the last applied batch, for `stale` reads: they are
+  /// answered on the HTTP thread from this copy, without a hop to `loop` and back. Taking the copy
+  /// is O(1) (persistent tries); the next writes copy the paths they touch.
+  let readView: NIOLockedValueBox<KVSnapshot>
   var proposals: [UInt64: PendingProposal] = [:]
   var reads: [UInt64: PendingRead] = [:]
   /// Confirmed reads waiting for the state machine to reach their index, in index order.
@@ -38,6 +46,8 @@ public final class RaftDBNode: @unchecked Sendable {
   /// Snapshots received from the leader, waiting for the core to accept them.
   var stagedSnapshots: [UInt64: LockedSnapshotSink] = [:]
   var snapshotInProgress = false
+  /// Payload bytes applied since the last snapshot began (the byte half of the snapshot threshold).
+  var appliedBytesSinceSnapshot = 0
   /// While a received snapshot is being loaded into a new state machine, later persistence
   /// completions wait here: acknowledging them would (acknowledgements being cumulative) also
   /// acknowledge the snapshot and let the core hand out entries before the state machine has it.
@@ -84,6 +94,12 @@ public final class RaftDBNode: @unchecked Sendable {
     self.metrics = metrics
     self.raft = raft
     self.machine = machine
+    readView = NIOLockedValueBox(machine.snapshot())
+  }
+
+  func publishReadView() {
+    let view = machine.snapshot()
+    readView.withLockedValue { $0 = view }
   }
 
   // MARK: - The Ready loop
@@ -197,16 +213,21 @@ public final class RaftDBNode: @unchecked Sendable {
     transport.send(ordinary)
   }
 
-  /// Applies committed entries in order and answers the clients waiting on them.
+  /// Applies committed entries in order and answers the clients waiting on them, after publishing
+  /// the new read view (so that a client that saw its write succeed reads it back, even `stale`).
   private func apply(_ entries: [LogEntry]) {
+    var answered: [(EventLoopPromise<WriteOutcome>, WriteOutcome)] = []
+    var appliedCommand = false
     for entry in entries {
+      appliedBytesSinceSnapshot += entry.data.count
       let waiting = proposals.removeValue(forKey: entry.index)
       switch entry.kind {
       case .command:
         let outcome = machine.apply(index: entry.index, data: entry.data)
+        appliedCommand = true
         if case .write(let promise) = waiting?.waiter {
           if waiting!.term == entry.term {
-            promise.succeed(WriteOutcome(result: outcome.result, replayed: outcome.isDuplicate))
+            answered.append((promise, WriteOutcome(result: outcome.result, replayed: outcome.isDuplicate)))
           } else {
             promise.fail(NodeError.outcomeUnknown("leadership changed before the write committed; retry"))
           }
@@ -226,6 +247,8 @@ public final class RaftDBNode: @unchecked Sendable {
         }
       }
     }
+    if appliedCommand { publishReadView() }
+    for (promise, outcome) in answered { promise.succeed(outcome) }
     serveReadsAwaitingApply()
     metrics.appliedIndex.record(Int64(machine.appliedIndex))
     metrics.commitIndex.record(Int64(raft.commitIndex))

@@ -17,11 +17,16 @@ public struct ServerOptions: Sendable {
   /// One tick of the Raft core; heartbeats go out every tick.
   public var heartbeatIntervalMillis = 100
   public var electionTimeoutMillis = 1000
-  /// Take a snapshot after this many applied entries, and keep this many snapshot files.
+  /// Take a snapshot after this many applied entries, or this many bytes of applied entries (the
+  /// log between snapshots lives in memory, so a count alone would not bound it), and keep this many
+  /// snapshot files.
   public var snapshotThreshold: UInt64 = 10_000
+  public var snapshotThresholdBytes = 64 << 20
   public var snapshotsRetained = 2
-  /// Entries kept below a snapshot so that briefly lagging followers catch up without one.
+  /// Entries kept below a snapshot so that briefly lagging followers catch up without one, bounded
+  /// by count and by bytes.
   public var logRetainedEntries: UInt64 = 5_000
+  public var logRetainedBytes = 16 << 20
   public var walSegmentBytes = 64 << 20
 
   public var maxKeyBytes = 4096

@@ -7,9 +7,12 @@ import Testing
   /// Builds voters 1, 2, 3 led by 1, where 3 missed `missed` entries that 1 then compacted away
   /// (keeping `retain`). Returns the snapshot metadata.
   private func laggingFollowerBehindCompaction(
-    missed: Int, before: Int = 0, retain: UInt64 = 0
+    missed: Int, before: Int = 0, retain: UInt64 = 0, retainBytes: Int = .max
   ) throws -> (TestCluster, SnapshotMetadata) {
-    let cluster = TestCluster(voters: [1, 2, 3]) { $0.compactionRetainEntries = retain }
+    let cluster = TestCluster(voters: [1, 2, 3]) {
+      $0.compactionRetainEntries = retain
+      $0.compactionRetainBytes = retainBytes
+    }
     try #require(cluster.electLeader(1))
     for k in 0..<before { try cluster.propose(1, "b\(k)") }
     cluster.stabilize()
@@ -202,5 +205,14 @@ import Testing
     #expect(cluster[3].commitIndex == metadata.index)
     #expect(cluster[3].status.snapshotIndex == (snapshots == 0 ? 0 : metadata.index))
     #expect(Array(cluster.appliedCommands(3).suffix(3)) == (snapshots == 0 ? ["m0", "m1", "m2"] : []))
+  }
+
+  /// The byte bound on retained entries wins over the count when it is tighter: each command here is
+  /// two bytes ("bN"/"mN"), so 5 bytes keep the two newest entries and 0 bytes keep none.
+  @Test(arguments: [(Int.max, 5), (5, 2), (0, 0)] as [(Int, UInt64)])
+  func retainedEntriesAreBoundedByBytes(retainBytes: Int, kept: UInt64) throws {
+    let (cluster, metadata) = try laggingFollowerBehindCompaction(
+      missed: 3, before: 15, retain: 5, retainBytes: retainBytes)
+    #expect(cluster[1].status.firstIndex == metadata.index - kept + 1)
   }
 }
