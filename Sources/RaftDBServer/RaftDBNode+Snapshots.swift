@@ -4,6 +4,10 @@ import Raft
 import RaftStorage
 import RaftTransport
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Hands a state machine built on a background thread to the node's loop.
 private final class MachineBox: @unchecked Sendable {
   // Unchecked: the machine is built entirely on one background thread, then handed to the loop and
@@ -46,6 +50,7 @@ extension RaftDBNode {
         switch outcome {
         case .success:
           self.raft.compactLog(through: metadata.index)
+          releaseFreedMemory()
           self.metrics.snapshotTakeDuration.recordNanoseconds(elapsed.nanoseconds)
           self.logger.info(
             "snapshot taken", metadata: ["index": "\(metadata.index)", "duration": "\(elapsed)"])
@@ -176,3 +181,23 @@ extension RaftDBNode: TransportDelegate {
 }
 
 extension LockedSnapshotSink: SnapshotSink {}
+
+/// Hands memory freed by compaction back to the system. Compaction frees the log entries of a whole
+/// snapshot interval at once, allocated and freed on different threads (glibc keeps per-thread
+/// arenas), and glibc otherwise keeps much of it mapped: with a million keys loaded, resident memory
+/// stayed about 10% above what the node held. Runs off the node loop; `malloc_trim` locks each arena
+/// in turn.
+private func releaseFreedMemory() {
+  #if canImport(Glibc)
+    guard let trim = mallocTrim else { return }
+    DispatchQueue.global(qos: .utility).async { _ = trim(0) }
+  #endif
+}
+
+#if canImport(Glibc)
+  /// glibc's `malloc_trim`, looked up at run time: Swift's Glibc module does not export malloc.h.
+  private let mallocTrim: (@convention(c) (Int) -> Int32)? = dlsym(
+    UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim"
+  )
+  .map { unsafeBitCast($0, to: (@convention(c) (Int) -> Int32).self) }
+#endif

@@ -21,7 +21,7 @@ public struct ServerOptions: Sendable {
   /// log between snapshots lives in memory, so a count alone would not bound it), and keep this many
   /// snapshot files.
   public var snapshotThreshold: UInt64 = 10_000
-  public var snapshotThresholdBytes = 64 << 20
+  public var snapshotThresholdBytes = 32 << 20
   public var snapshotsRetained = 2
   /// Entries kept below a snapshot so that briefly lagging followers catch up without one, bounded
   /// by count and by bytes.

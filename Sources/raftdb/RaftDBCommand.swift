@@ -57,11 +57,19 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("snapshot-threshold"), help: "Applied entries between snapshots.")
   var snapshotThreshold: UInt64 = 10_000
 
+  @Option(
+    name: .raftdb("snapshot-threshold-bytes"),
+    help: "Applied bytes between snapshots (whichever threshold is reached first).")
+  var snapshotThresholdBytes = 32 << 20
+
   @Option(name: .raftdb("snapshot-retain"), help: "Snapshot files to keep.")
   var snapshotRetain = 2
 
   @Option(name: .raftdb("log-retain"), help: "Log entries kept below a snapshot for lagging followers.")
   var logRetain: UInt64 = 5_000
+
+  @Option(name: .raftdb("log-retain-bytes"), help: "Bound on the bytes of those retained entries.")
+  var logRetainBytes = 16 << 20
 
   @Option(name: .raftdb("max-key-bytes"), help: "Largest key accepted, bytes.")
   var maxKeyBytes = 4096
@@ -94,7 +102,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     guard heartbeatInterval > 0, electionTimeout >= 2 * heartbeatInterval else {
       throw ValidationError("-election-timeout must be at least twice -heartbeat-interval")
     }
-    guard snapshotThreshold > 0, snapshotRetain >= 1, maxKeyBytes > 0, maxValueBytes > 0 else {
+    guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
+      maxKeyBytes > 0, maxValueBytes > 0
+    else {
       throw ValidationError("limits and thresholds must be positive")
     }
   }
@@ -119,7 +129,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.electionTimeoutMillis = electionTimeout
     options.snapshotThreshold = snapshotThreshold
     options.snapshotsRetained = snapshotRetain
+    options.snapshotThresholdBytes = snapshotThresholdBytes
     options.logRetainedEntries = logRetain
+    options.logRetainedBytes = logRetainBytes
     options.maxKeyBytes = maxKeyBytes
     options.maxValueBytes = maxValueBytes
     options.maxRequestBytes = maxRequestBytes
