@@ -87,7 +87,7 @@ let package = Package(
     .executableTarget(
       name: "raftctl",
       dependencies: [
-        "RaftDBClient", "RaftDBVerify", "Linearizability",
+        "Raft", "RaftDBClient", "RaftDBVerify", "Linearizability",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -129,7 +129,7 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
       ]),
-    .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
+    .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability", "Raft"]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
   ],

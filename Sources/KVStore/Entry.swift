@@ -1,3 +1,5 @@
+import HashTreeCollections
+
 struct EntryHeader {
   var keyCount: UInt32
   var valueCount: UInt32
@@ -105,6 +107,11 @@ struct Entry: Hashable, @unchecked Sendable {
 }
 
 /// A reusable probe for looking keys up without allocating.
+/// The record stored under `key`, found with a reusable search probe.
+func record(of key: String, in entries: TreeSet<Entry>, probe: inout KeyProbe) -> KVRecord? {
+  probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0].record } }
+}
+
 struct KeyProbe {
   private var entry: Entry
   private var capacity: Int

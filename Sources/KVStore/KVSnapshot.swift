@@ -57,7 +57,7 @@ public struct KVSnapshot: Sendable {
   /// one allocation for the search probe.
   public func get(_ key: String) -> KVRecord? {
     var probe = KeyProbe(capacity: key.utf8.count)
-    return probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0].record } }
+    return record(of: key, in: entries, probe: &probe)
   }
 
   /// Serializes in chunks of about `chunkBytes` (more when a single record is larger), calling

@@ -206,9 +206,7 @@ public final class KVStateMachine {
 
   // MARK: - Reading
 
-  public func get(_ key: String) -> KVRecord? {
-    probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0].record } }
-  }
+  public func get(_ key: String) -> KVRecord? { record(of: key, in: entries, probe: &probe) }
 
   /// Keys with this prefix in ascending byte order, at most `limit` of them.
   ///

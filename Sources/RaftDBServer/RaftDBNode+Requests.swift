@@ -94,7 +94,7 @@ extension RaftDBNode {
 
   private func startRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
     guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
-    if level == .stale { return loop.makeSucceededFuture(machine.get(key)) }
+    precondition(level != .stale, "stale reads are served from the read view, off the loop")
     guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
     let requestID = nextRequestID
     nextRequestID += 1

@@ -48,6 +48,9 @@ public final class RaftDBNode: @unchecked Sendable {
   var snapshotInProgress = false
   /// Payload bytes applied since the last snapshot began (the byte half of the snapshot threshold).
   var appliedBytesSinceSnapshot = 0
+  /// Writes applied in the current batch, answered once the batch's read view is published (kept
+  /// between batches so that applying allocates no array).
+  private var answered: [(EventLoopPromise<WriteOutcome>, WriteOutcome)] = []
   /// While a received snapshot is being loaded into a new state machine, later persistence
   /// completions wait here: acknowledging them would (acknowledgements being cumulative) also
   /// acknowledge the snapshot and let the core hand out entries before the state machine has it.
@@ -216,7 +219,7 @@ public final class RaftDBNode: @unchecked Sendable {
   /// Applies committed entries in order and answers the clients waiting on them, after publishing
   /// the new read view (so that a client that saw its write succeed reads it back, even `stale`).
   private func apply(_ entries: [LogEntry]) {
-    var answered: [(EventLoopPromise<WriteOutcome>, WriteOutcome)] = []
+    answered.removeAll(keepingCapacity: true)
     var appliedCommand = false
     for entry in entries {
       appliedBytesSinceSnapshot += entry.data.count
@@ -249,6 +252,7 @@ public final class RaftDBNode: @unchecked Sendable {
     }
     if appliedCommand { publishReadView() }
     for (promise, outcome) in answered { promise.succeed(outcome) }
+    answered.removeAll(keepingCapacity: true)
     serveReadsAwaitingApply()
     metrics.appliedIndex.record(Int64(machine.appliedIndex))
     metrics.commitIndex.record(Int64(raft.commitIndex))

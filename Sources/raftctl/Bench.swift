@@ -4,6 +4,7 @@ import Histogram
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Raft
 import RaftDBClient
 
 /// `raftctl bench`: a closed-loop load generator for raftdb and, for comparison, etcd's JSON gateway.
@@ -142,7 +143,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     var filler = [UInt8]()
-    var fillerRandom = BenchRandom(seed: seed ^ 0xF111)
+    var fillerRandom = SplitMix64(seed: seed ^ 0xF111)
     let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".utf8)
     for _ in 0..<valueSize { filler.append(alphabet[fillerRandom.below(alphabet.count)]) }
 

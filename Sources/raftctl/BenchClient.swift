@@ -1,6 +1,7 @@
 import Histogram
 import NIOCore
 import NIOPosix
+import Raft
 
 /// What one simulated client observed in the measured window.
 struct BenchStats: Sendable {
@@ -43,7 +44,7 @@ final class BenchClient: @unchecked Sendable {
   private var host: String
   private var port: Int
   private var writer: BenchRequestWriter
-  private var random: BenchRandom
+  private var random: SplitMix64
   private var parser: BenchResponseParser
   /// The value of the next write, updated in place (its first 8 bytes are a stamp) so that a put
   /// allocates no value of its own.
@@ -74,7 +75,7 @@ final class BenchClient: @unchecked Sendable {
     writer = BenchRequestWriter(plan: plan, host: "\(host):\(port)")
     parser = BenchResponseParser(keepsBodies: Self.keepsBodies(plan))
     value = BenchRequestWriter.value(stamp: 0, plan: plan)
-    random = BenchRandom(seed: plan.seed &+ UInt64(index) &* 0x2545_F491_4F6C_DD1D)
+    random = SplitMix64(seed: plan.seed &+ UInt64(index) &* 0x2545_F491_4F6C_DD1D)
     measuredLeft = plan.requestsPerClient?[index]
     nextSequential = index
     idempotencyCounter = (plan.seed << 40) ^ (UInt64(index) << 28)

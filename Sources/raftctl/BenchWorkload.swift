@@ -1,3 +1,5 @@
+import Raft
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -69,20 +71,8 @@ enum BenchOpKind {
   case echo
 }
 
-/// SplitMix64: small, fast and seedable, so that a run's key sequence can be reproduced.
-struct BenchRandom {
-  private var state: UInt64
-
-  init(seed: UInt64) { state = seed }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
+extension SplitMix64 {
+  /// A number in `0..<bound` (modulo bias is negligible for key-space sizes).
   mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
 

@@ -1,4 +1,5 @@
 import Linearizability
+import Raft
 
 let ok = Outcome.ok(.done)
 let swapped = Outcome.ok(.cas(succeeded: true))
@@ -24,20 +25,11 @@ func history(_ operations: [Operation]) -> History {
     })
 }
 
-/// Deterministic, seedable generator (SplitMix64) so that failures can be reproduced from a seed.
-struct SeededGenerator: RandomNumberGenerator {
-  var state: UInt64
+/// Deterministic, seedable generator so that failures can be reproduced from a seed (the core's
+/// SplitMix64; the Linearizability module itself depends on nothing).
+typealias SeededGenerator = SplitMix64
 
-  init(seed: UInt64) { state = seed }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
+extension SplitMix64 {
   mutating func chance(_ probability: Double) -> Bool {
     Double.random(in: 0..<1, using: &self) < probability
   }

@@ -79,13 +79,8 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("WAL append: MemoryStorage write + sync, \(batchSize) × 256 B") { benchmark in
       let storage = MemoryStorage()
       _ = try storage.recover()
-      var next: UInt64 = 1
-      benchmark.startMeasurement()
-      for _ in benchmark.scaledIterations {
-        let entries = (0..<UInt64(batchSize)).map { LogEntry(index: next + $0, term: 1, data: payload) }
-        next += UInt64(batchSize)
-        try storage.write(PersistBatch(entries: entries))
-        _ = try storage.sync()
+      try appendBatches(to: storage, batchSize: batchSize, payload: payload, benchmark: benchmark) { next in
+        // Keep the in-memory log small, as a node's snapshots would.
         if next % 8_192 < UInt64(batchSize) { try storage.compact(through: next - 1) }
       }
     }
@@ -103,14 +98,7 @@ let benchmarks: @Sendable () -> Void = {
       let storage = try FileStorage(directory: directory, logger: logger)
       defer { storage.close() }
       _ = try storage.recover()
-      var next: UInt64 = 1
-      benchmark.startMeasurement()
-      for _ in benchmark.scaledIterations {
-        let entries = (0..<UInt64(batchSize)).map { LogEntry(index: next + $0, term: 1, data: payload) }
-        next += UInt64(batchSize)
-        try storage.write(PersistBatch(entries: entries))
-        _ = try storage.sync()
-      }
+      try appendBatches(to: storage, batchSize: batchSize, payload: payload, benchmark: benchmark) { _ in }
     }
   }
 
@@ -163,5 +151,22 @@ let benchmarks: @Sendable () -> Void = {
     for _ in benchmark.scaledIterations {
       blackHole(try KVRequest(decoding: request.encoded()))
     }
+  }
+}
+
+/// Times batches of `batchSize` entries written and synced, as a node persisting a `Ready` does;
+/// `afterBatch` gets the next index to write.
+func appendBatches(
+  to storage: any RaftStorage, batchSize: Int, payload: [UInt8], benchmark: Benchmark,
+  afterBatch: (UInt64) throws -> Void
+) throws {
+  var next: UInt64 = 1
+  benchmark.startMeasurement()
+  for _ in benchmark.scaledIterations {
+    let entries = (0..<UInt64(batchSize)).map { LogEntry(index: next + $0, term: 1, data: payload) }
+    next += UInt64(batchSize)
+    try storage.write(PersistBatch(entries: entries))
+    _ = try storage.sync()
+    try afterBatch(next)
   }
 }
