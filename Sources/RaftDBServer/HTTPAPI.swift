@@ -1,86 +1,93 @@
-import Foundation
-import HTTPTypes
-import Hummingbird
 import KVStore
 import NIOCore
+import NIOHTTP1
 import RaftDBClient
 
 /// The HTTP API of lessons 19 and 20, extended (see docs/API.md): a hand-written dispatcher in the
 /// course's style — the path decides the handler, exact or by prefix — so that every error, including
-/// unknown routes and methods, gets a JSON body, and the common requests take the shortest path.
-public struct RaftDBHTTPResponder: HTTPResponder {
-  public typealias Context = BasicRequestContext
-
+/// unknown routes and methods, gets a JSON body.
+///
+/// Every handler returns a future on the connection's event loop rather than suspending a task: a
+/// `stale` read is answered inline, and a write or a confirmed read makes one hop to the node's loop
+/// and one back. (Running handlers as Swift concurrency tasks cost two more thread hand-offs per
+/// request, about 100 µs; BENCHMARKS.md has the measurements.)
+struct RaftDBAPI: Sendable {
   let node: RaftDBNode
 
-  public init(node: RaftDBNode) { self.node = node }
-
-  public func respond(to request: Request, context: Context) async throws -> Response {
-    let start = ContinuousClock.now
-    let (route, response) = await dispatch(request)
-    node.metrics.recordRequest(
-      route: route, status: Int(response.status.code), nanoseconds: (ContinuousClock.now - start).nanoseconds)
-    return response
+  func respond(to request: APIRequest, on eventLoop: any EventLoop) -> (
+    APIRoute, EventLoopFuture<APIResponse>
+  ) {
+    let (route, response) = dispatch(request, on: eventLoop)
+    return (route, response.recover { self.errorResponse(for: $0, request: request) })
   }
 
-  private func dispatch(_ request: Request) async -> (String, Response) {
-    let path = request.uri.path
-    let method = request.method
+  private func dispatch(_ request: APIRequest, on eventLoop: any EventLoop) -> (
+    APIRoute, EventLoopFuture<APIResponse>
+  ) {
+    let path = request.path
+    let method = request.head.method
+    func run(_ route: APIRoute, _ body: () throws -> EventLoopFuture<APIResponse>) -> (
+      APIRoute, EventLoopFuture<APIResponse>
+    ) {
+      do {
+        return (route, try body())
+      } catch {
+        return (route, eventLoop.makeFailedFuture(error))
+      }
+    }
+    func refuse(_ route: APIRoute, allowed: String) -> (APIRoute, EventLoopFuture<APIResponse>) {
+      (
+        route,
+        eventLoop.makeFailedFuture(
+          APIError.methodNotAllowed("method not allowed; use \(allowed)", allowed: allowed))
+      )
+    }
     if path == "/key" {
-      guard method == .post else { return ("/key", methodNotAllowed("POST")) }
-      return ("/key", await handle(request) { try await self.put($0) })
+      guard method == .POST else { return refuse(.putKeys, allowed: "POST") }
+      return run(.putKeys) { try put(request, on: eventLoop) }
     }
     if path.hasPrefix("/key/") {
       let rest = path.dropFirst(5)
       switch method {
-      case .get: return ("/key/{key}", await handle(request) { try await self.get(rest, $0) })
-      case .delete: return ("/key/{key}", await handle(request) { try await self.delete(rest, $0) })
-      case .post where rest.hasSuffix("/cas"):
-        return (
-          "/key/{key}/cas", await handle(request) { try await self.compareAndSet(rest.dropLast(4), $0) }
-        )
-      default: return ("/key/{key}", methodNotAllowed(rest.hasSuffix("/cas") ? "POST" : "GET, DELETE"))
+      case .GET: return run(.key) { try get(rest, request, on: eventLoop) }
+      case .DELETE: return run(.key) { try delete(rest, request, on: eventLoop) }
+      case .POST where rest.hasSuffix("/cas"):
+        return run(.compareAndSet) { try compareAndSet(rest.dropLast(4), request, on: eventLoop) }
+      default:
+        return rest.hasSuffix("/cas")
+          ? refuse(.compareAndSet, allowed: "POST") : refuse(.key, allowed: "GET, DELETE")
       }
     }
     switch path {
     case "/join":
-      guard method == .post else { return ("/join", methodNotAllowed("POST")) }
-      return ("/join", await handle(request) { try await self.join($0) })
+      guard method == .POST else { return refuse(.join, allowed: "POST") }
+      return run(.join) { try join(request, on: eventLoop) }
     case "/remove":
-      guard method == .post else { return ("/remove", methodNotAllowed("POST")) }
-      return ("/remove", await handle(request) { try await self.remove($0) })
+      guard method == .POST else { return refuse(.remove, allowed: "POST") }
+      return run(.remove) { try remove(request, on: eventLoop) }
     case "/status":
-      guard method == .get else { return ("/status", methodNotAllowed("GET")) }
-      return ("/status", await handle(request) { _ in try await self.status() })
+      guard method == .GET else { return refuse(.status, allowed: "GET") }
+      return (.status, node.submitStatus().hop(to: eventLoop).map(statusResponse))
     case "/metrics":
-      guard method == .get else { return ("/metrics", methodNotAllowed("GET")) }
-      return ("/metrics", metrics())
+      guard method == .GET else { return refuse(.metrics, allowed: "GET") }
+      let response = APIResponse(
+        status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
+        body: node.metrics.prometheusText())
+      return (.metrics, eventLoop.makeSucceededFuture(response))
     case "/health":
-      guard method == .get else { return ("/health", methodNotAllowed("GET")) }
-      return ("/health", await health())
+      guard method == .GET else { return refuse(.health, allowed: "GET") }
+      return (.health, health(on: eventLoop))
     default:
-      return ("other", APIError.notFound("no route for \(path)").response)
-    }
-  }
-
-  /// Runs a handler and turns any failure into its JSON error response.
-  private func handle(_ request: Request, _ body: (Request) async throws -> Response) async -> Response {
-    do {
-      return try await body(request)
-    } catch let error as APIError {
-      return error.response
-    } catch let error as NodeError {
-      return response(for: error, request: request)
-    } catch {
-      return APIError.internalError("\(error)").response
+      return (.other, eventLoop.makeFailedFuture(APIError.notFound("no route for \(path)")))
     }
   }
 
   // MARK: Key-value
 
   /// `POST /key {"k": "v", ...}`: all pairs in one log entry, applied atomically.
-  private func put(_ request: Request) async throws -> Response {
-    let parsed = try await readJSON(request)
+  private func put(_ request: APIRequest, on eventLoop: any EventLoop) throws -> EventLoopFuture<APIResponse>
+  {
+    let parsed = try readJSON(request)
     guard case .object(let members) = parsed else {
       throw APIError.badRequest(
         "body must be a JSON object of string keys and string values, not \(parsed.typeName)")
@@ -96,54 +103,65 @@ public struct RaftDBHTTPResponder: HTTPResponder {
       try validateValue(text, for: key)
       pairs.append(KeyValue(key: key, value: text))
     }
-    let outcome = try await node.write(.put(pairs), idempotencyKey: try idempotencyKey(request))
-    guard case .put(let revision) = outcome.result else { return try unexpected(outcome.result) }
-    var writer = JSONWriter()
-    writer.beginObject()
-    writer.field("revision", revision)
-    writer.endObject()
-    return json(.ok, writer.bytes, replayed: outcome.replayed)
+    return try write(.put(pairs), request, on: eventLoop) { result in
+      guard case .put(let revision) = result else { return nil }
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("revision", revision)
+      writer.endObject()
+      return writer.bytes
+    }
   }
 
   /// `GET /key/{key}?level=stale|default|consistent`.
-  private func get(_ rawKey: Substring, _ request: Request) async throws -> Response {
+  private func get(_ rawKey: Substring, _ request: APIRequest, on eventLoop: any EventLoop) throws
+    -> EventLoopFuture<APIResponse>
+  {
     let key = try decodeKey(rawKey)
-    let levelParameter = request.uri.queryParameters["level"].map(String.init)
+    let levelParameter = request.queryParameter("level")
     guard let level = ReadLevel(parameter: levelParameter) else {
       throw APIError.badRequest(
         "unknown read level \"\(levelParameter ?? "")\"; use stale, default, consistent (or linearizable)")
     }
-    guard let record = try await node.read(key, level: level) else {
-      throw APIError.notFound("key \"\(key)\" not found")
+    if level == .stale {
+      return eventLoop.makeCompletedFuture { try readResponse(key, node.staleRead(key)) }
     }
+    return node.submitRead(key, level: level).hop(to: eventLoop).flatMapThrowing { try readResponse(key, $0) }
+  }
+
+  private func readResponse(_ key: String, _ record: KVRecord?) throws -> APIResponse {
+    guard let record else { throw APIError.notFound("key \"\(key)\" not found") }
     var writer = JSONWriter(capacity: key.utf8.count + record.value.utf8.count + 16)
     writer.beginObject()
     writer.field(key, record.value)
     writer.endObject()
-    var response = json(.ok, writer.bytes)
-    response.headers[HTTPField.Name("X-Raftdb-Revision")!] = String(record.modRevision)
+    var response = APIResponse.json(.ok, writer.bytes)
+    response.headers.add(name: "X-Raftdb-Revision", value: String(record.modRevision))
     return response
   }
 
   /// `DELETE /key/{key}`.
-  private func delete(_ rawKey: Substring, _ request: Request) async throws -> Response {
+  private func delete(_ rawKey: Substring, _ request: APIRequest, on eventLoop: any EventLoop) throws
+    -> EventLoopFuture<APIResponse>
+  {
     let key = try decodeKey(rawKey)
-    let outcome = try await node.write(.delete(key: key), idempotencyKey: try idempotencyKey(request))
-    guard case .delete(let existed, let revision) = outcome.result else {
-      return try unexpected(outcome.result)
+    return try write(.delete(key: key), request, on: eventLoop) { result in
+      guard case .delete(let existed, let revision) = result else { return nil }
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("deleted", existed)
+      writer.field("revision", revision)
+      writer.endObject()
+      return writer.bytes
     }
-    var writer = JSONWriter()
-    writer.beginObject()
-    writer.field("deleted", existed)
-    writer.field("revision", revision)
-    writer.endObject()
-    return json(.ok, writer.bytes, replayed: outcome.replayed)
   }
 
   /// `POST /key/{key}/cas {"expect": "old" | null, "value": "new"}`.
-  private func compareAndSet(_ rawKey: Substring, _ request: Request) async throws -> Response {
+  private func compareAndSet(_ rawKey: Substring, _ request: APIRequest, on eventLoop: any EventLoop) throws
+    -> EventLoopFuture<APIResponse>
+  {
     let key = try decodeKey(rawKey)
-    let body = try await readJSON(request)
+    let body = try readJSON(request)
     guard case .object(let members) = body else { throw APIError.badRequest("body must be a JSON object") }
     var expected: String??
     var value: String?
@@ -162,25 +180,45 @@ public struct RaftDBHTTPResponder: HTTPResponder {
     guard let value else { throw APIError.badRequest("missing \"value\"") }
     try validateValue(value, for: key)
     if let old = expected { try validateValue(old, for: key) }
-    let outcome = try await node.write(
-      .compareAndSet(key: key, expected: expected, value: value), idempotencyKey: try idempotencyKey(request))
-    guard case .compareAndSet(let succeeded, let current, let revision) = outcome.result else {
-      return try unexpected(outcome.result)
+    return try write(.compareAndSet(key: key, expected: expected, value: value), request, on: eventLoop) {
+      result in
+      guard case .compareAndSet(let succeeded, let current, let revision) = result else { return nil }
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("succeeded", succeeded)
+      writer.field("value", current)
+      writer.field("revision", revision)
+      writer.endObject()
+      return writer.bytes
     }
-    var writer = JSONWriter()
-    writer.beginObject()
-    writer.field("succeeded", succeeded)
-    writer.field("value", current)
-    writer.field("revision", revision)
-    writer.endObject()
-    return json(.ok, writer.bytes, replayed: outcome.replayed)
+  }
+
+  /// Proposes `command` and renders its result with `render`, which returns nil for a result of the
+  /// wrong kind (a rejection or a bug).
+  private func write(
+    _ command: KVCommand, _ request: APIRequest, on eventLoop: any EventLoop,
+    render: @escaping @Sendable (KVResult) -> [UInt8]?
+  ) throws -> EventLoopFuture<APIResponse> {
+    let idempotencyKey = try idempotencyKey(request)
+    return node.submitWrite(command, idempotencyKey: idempotencyKey).hop(to: eventLoop).flatMapThrowing {
+      outcome in
+      guard let body = render(outcome.result) else {
+        if case .rejected(let reason) = outcome.result { throw APIError.badRequest(reason) }
+        throw APIError.internalError("unexpected result \(outcome.result)")
+      }
+      var response = APIResponse.json(.ok, body)
+      if outcome.replayed { response.headers.add(name: "Idempotent-Replayed", value: "true") }
+      return response
+    }
   }
 
   // MARK: Membership and status
 
   /// `POST /join {"id", "addr", "haddr", "voter"}` (the course's `{"id", "addr"}` form is accepted).
-  private func join(_ request: Request) async throws -> Response {
-    let body = try await readJSON(request)
+  /// Joining takes several steps with waits between them, so it runs as a task.
+  private func join(_ request: APIRequest, on eventLoop: any EventLoop) throws -> EventLoopFuture<APIResponse>
+  {
+    let body = try readJSON(request)
     guard case .object(let members) = body else { throw APIError.badRequest("body must be a JSON object") }
     var fields: [String: String] = [:]
     var voter = true
@@ -200,32 +238,41 @@ public struct RaftDBHTTPResponder: HTTPResponder {
     if !haddr.isEmpty && splitHostPort(haddr) == nil {
       throw APIError.badRequest("malformed \"haddr\" (the HTTP address, host:port)")
     }
-    let outcome = try await node.addMember(
-      MemberInfo(name: id, raftAddress: addr, httpAddress: haddr), asVoter: voter)
-    var writer = JSONWriter()
-    writer.beginObject()
-    writer.field("id", id)
-    writer.field("result", outcome)
-    writer.endObject()
-    return json(.ok, writer.bytes)
+    let member = MemberInfo(name: id, raftAddress: addr, httpAddress: haddr)
+    let promise = eventLoop.makePromise(of: APIResponse.self)
+    promise.completeWithTask { [node, voter] in
+      let outcome = try await node.addMember(member, asVoter: voter)
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("id", id)
+      writer.field("result", outcome)
+      writer.endObject()
+      return APIResponse.json(.ok, writer.bytes)
+    }
+    return promise.futureResult
   }
 
   /// `POST /remove {"id"}`.
-  private func remove(_ request: Request) async throws -> Response {
-    let body = try await readJSON(request)
+  private func remove(_ request: APIRequest, on eventLoop: any EventLoop) throws -> EventLoopFuture<
+    APIResponse
+  > {
+    let body = try readJSON(request)
     guard case .object(let members) = body, members.count == 1, members[0].key == "id",
       case .string(let id) = members[0].value, !id.isEmpty
     else { throw APIError.badRequest("body must be {\"id\": \"<member name>\"}") }
-    try await node.removeMember(named: id)
-    var writer = JSONWriter()
-    writer.beginObject()
-    writer.field("removed", id)
-    writer.endObject()
-    return json(.ok, writer.bytes)
+    let promise = eventLoop.makePromise(of: APIResponse.self)
+    promise.completeWithTask { [node] in
+      try await node.removeMember(named: id)
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("removed", id)
+      writer.endObject()
+      return APIResponse.json(.ok, writer.bytes)
+    }
+    return promise.futureResult
   }
 
-  private func status() async throws -> Response {
-    let status = try await node.status()
+  private func statusResponse(_ status: NodeStatusReport) -> APIResponse {
     var writer = JSONWriter(capacity: 512)
     writer.beginObject()
     writer.field("id", status.name)
@@ -258,65 +305,43 @@ public struct RaftDBHTTPResponder: HTTPResponder {
     }
     writer.endArray()
     writer.endObject()
-    return json(.ok, writer.bytes)
+    return .json(.ok, writer.bytes)
   }
 
-  private func metrics() -> Response {
-    var headers = HTTPFields()
-    headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-    return Response(
-      status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: node.metrics.prometheusText()))
-    )
-  }
-
-  private func health() async -> Response {
-    do {
-      let status = try await node.status()
+  /// `GET /health` goes through the node's loop on purpose: a 200 also says that the loop responds.
+  private func health(on eventLoop: any EventLoop) -> EventLoopFuture<APIResponse> {
+    node.submitStatus().hop(to: eventLoop).map { status in
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("status", "ok")
       writer.field("state", status.state)
       writer.endObject()
-      return json(.ok, writer.bytes)
-    } catch {
-      return APIError.unavailable("\(error)").response
-    }
+      return .json(.ok, writer.bytes)
+    }.flatMapErrorThrowing { throw APIError.unavailable("\($0)") }
   }
 
   // MARK: Helpers
 
-  private func readJSON(_ request: Request) async throws -> JSONValue {
-    var collected: [UInt8] = []
-    do {
-      for try await chunk in request.body {
-        guard collected.count + chunk.readableBytes <= node.options.maxRequestBytes else {
-          throw APIError.payloadTooLarge(
-            "request body exceeds the \(node.options.maxRequestBytes)-byte limit")
-        }
-        collected.append(contentsOf: chunk.readableBytesView)
-      }
-    } catch let error as APIError {
-      throw error
-    } catch {
-      throw APIError.badRequest("could not read the request body: \(error)")
+  private func readJSON(_ request: APIRequest) throws(APIError) -> JSONValue {
+    guard let body = request.body, body.readableBytes > 0 else {
+      throw APIError.badRequest("request body is empty; expected JSON")
     }
-    guard !collected.isEmpty else { throw APIError.badRequest("request body is empty; expected JSON") }
     do {
-      return try JSONParser.parse(collected)
+      return try JSONParser.parse(Array(body.readableBytesView))
     } catch {
       throw APIError.badRequest("\(error)")
     }
   }
 
-  private func decodeKey(_ raw: Substring) throws -> String {
-    guard let key = String(raw).removingPercentEncoding else {
+  private func decodeKey(_ raw: Substring) throws(APIError) -> String {
+    guard let key = percentDecoded(raw) else {
       throw APIError.badRequest("key is not valid percent-encoded UTF-8")
     }
     try validateKey(key)
     return key
   }
 
-  private func validateKey(_ key: String) throws {
+  private func validateKey(_ key: String) throws(APIError) {
     guard !key.isEmpty else { throw APIError.badRequest("key must not be empty") }
     let bytes = key.utf8.count
     guard bytes <= node.options.maxKeyBytes else {
@@ -324,7 +349,7 @@ public struct RaftDBHTTPResponder: HTTPResponder {
     }
   }
 
-  private func validateValue(_ value: String, for key: String) throws {
+  private func validateValue(_ value: String, for key: String) throws(APIError) {
     let bytes = value.utf8.count
     guard bytes <= node.options.maxValueBytes else {
       throw APIError.payloadTooLarge(
@@ -332,52 +357,40 @@ public struct RaftDBHTTPResponder: HTTPResponder {
     }
   }
 
-  private func idempotencyKey(_ request: Request) throws -> String? {
-    guard let key = request.headers[HTTPField.Name("Idempotency-Key")!] else { return nil }
+  private func idempotencyKey(_ request: APIRequest) throws(APIError) -> String? {
+    guard let key = request.head.headers.first(name: "Idempotency-Key") else { return nil }
     guard !key.isEmpty, key.utf8.count <= 256 else {
       throw APIError.badRequest("Idempotency-Key must be 1 to 256 bytes")
     }
     return key
   }
 
-  private func unexpected(_ result: KVResult) throws -> Response {
-    if case .rejected(let reason) = result { throw APIError.badRequest(reason) }
-    throw APIError.internalError("unexpected result \(result)")
+  /// Maps a failure to its response: node errors by kind (not-leader becomes the course's 307 to the
+  /// leader's same path and query), API errors as they say, anything else as the node having stopped.
+  private func errorResponse(for error: any Error, request: APIRequest) -> APIResponse {
+    switch error {
+    case let error as APIError: return error.response
+    case let error as NodeError: return response(for: error, request: request)
+    default: return APIError.unavailable("node is not running (\(error))").response
+    }
   }
 
-  private func json(_ status: HTTPResponse.Status, _ body: [UInt8], replayed: Bool = false) -> Response {
-    var headers = HTTPFields()
-    headers[.contentType] = "application/json"
-    if replayed { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
-  }
-
-  private func methodNotAllowed(_ allowed: String) -> Response {
-    var response = APIError.methodNotAllowed("method not allowed; use \(allowed)").response
-    response.headers[.allow] = allowed
-    return response
-  }
-
-  /// Maps node errors: not-leader becomes the course's 307 to the leader's same path and query.
-  private func response(for error: NodeError, request: Request) -> Response {
+  private func response(for error: NodeError, request: APIRequest) -> APIResponse {
     switch error {
     case .notLeader(let leader?) where !leader.httpAddress.isEmpty:
-      var headers = HTTPFields()
-      headers[.location] = "http://\(leader.httpAddress)\(request.uri.string)"
-      headers[.contentType] = "application/json"
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("error", "not the leader")
       writer.field("leader", leader.name)
       writer.endObject()
-      return Response(
-        status: .temporaryRedirect, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes))
-      )
+      var response = APIResponse.json(.temporaryRedirect, writer.bytes)
+      response.headers.add(name: "Location", value: "http://\(leader.httpAddress)\(request.head.uri)")
+      return response
     case .notLeader:
       return APIError.unavailable("no leader").response
     case .outcomeUnknown(let why):
       var response = APIError.unavailable(why).response
-      response.headers[HTTPField.Name("X-Raftdb-Outcome")!] = "unknown"
+      response.headers.add(name: "X-Raftdb-Outcome", value: "unknown")
       return response
     case .unavailable(let why), .stopped(let why):
       return APIError.unavailable(why).response
@@ -385,34 +398,5 @@ public struct RaftDBHTTPResponder: HTTPResponder {
     case .conflict(let why): return APIError.conflict(why).response
     case .notFound(let why): return APIError.notFound(why).response
     }
-  }
-}
-
-/// An HTTP error with its `{"error": ...}` body.
-enum APIError: Error {
-  case badRequest(String)
-  case notFound(String)
-  case methodNotAllowed(String)
-  case conflict(String)
-  case payloadTooLarge(String)
-  case unavailable(String)
-  case internalError(String)
-
-  var response: Response {
-    let (status, message): (HTTPResponse.Status, String) =
-      switch self {
-      case .badRequest(let m): (.badRequest, m)
-      case .notFound(let m): (.notFound, m)
-      case .methodNotAllowed(let m): (.methodNotAllowed, m)
-      case .conflict(let m): (.conflict, m)
-      case .payloadTooLarge(let m): (.contentTooLarge, m)
-      case .unavailable(let m): (.serviceUnavailable, m)
-      case .internalError(let m): (.internalServerError, m)
-      }
-    var headers = HTTPFields()
-    headers[.contentType] = "application/json"
-    if status == .serviceUnavailable { headers[.retryAfter] = "1" }
-    return Response(
-      status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: JSONWriter.error(message))))
   }
 }

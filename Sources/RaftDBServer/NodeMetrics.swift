@@ -7,8 +7,13 @@ import Prometheus
 final class NodeMetrics: Sendable {
   let registry = PrometheusCollectorRegistry()
   private let factory: PrometheusMetricsFactory
-  private let requestCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
-  private let requestTimers = NIOLockedValueBox<[String: CoreMetrics.Timer]>([:])
+  private let requestCounters = NIOLockedValueBox<[RouteStatus: CoreMetrics.Counter]>([:])
+  private let requestTimers = NIOLockedValueBox<[APIRoute: CoreMetrics.Timer]>([:])
+
+  private struct RouteStatus: Hashable {
+    var route: APIRoute
+    var status: Int
+  }
 
   let term: CoreMetrics.Gauge
   let commitIndex: CoreMetrics.Gauge
@@ -47,12 +52,13 @@ final class NodeMetrics: Sendable {
   }
 
   /// Counts a request by route and status and records its latency by route.
-  func recordRequest(route: String, status: Int, nanoseconds: Int64) {
-    let key = "\(route) \(status)"
+  func recordRequest(route: APIRoute, status: Int, nanoseconds: Int64) {
+    let key = RouteStatus(route: route, status: status)
     let counter = requestCounters.withLockedValue { counters in
       if let counter = counters[key] { return counter }
       let counter = CoreMetrics.Counter(
-        label: "raftdb_http_requests_total", dimensions: [("route", route), ("status", String(status))],
+        label: "raftdb_http_requests_total",
+        dimensions: [("route", route.rawValue), ("status", String(status))],
         factory: factory)
       counters[key] = counter
       return counter
@@ -61,7 +67,8 @@ final class NodeMetrics: Sendable {
     let timer = requestTimers.withLockedValue { timers in
       if let timer = timers[route] { return timer }
       let timer = CoreMetrics.Timer(
-        label: "raftdb_http_request_duration_seconds", dimensions: [("route", route)], factory: factory)
+        label: "raftdb_http_request_duration_seconds", dimensions: [("route", route.rawValue)],
+        factory: factory)
       timers[route] = timer
       return timer
     }

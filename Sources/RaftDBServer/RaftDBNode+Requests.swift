@@ -57,9 +57,12 @@ extension RaftDBNode {
 
   // MARK: Writes
 
-  /// Proposes a write on the leader and waits until it is committed and applied.
-  public func write(_ command: KVCommand, idempotencyKey: String?) async throws(NodeError) -> WriteOutcome {
-    try await onLoop { self.proposeWrite(command, idempotencyKey: idempotencyKey) }
+  /// Proposes a write on the leader; the future completes once it is committed and applied. A
+  /// future rather than an async function: the HTTP server waits on the event loop that owns the
+  /// connection instead of in a task, which saves the hops through Swift concurrency's thread pool.
+  /// Fails with a `NodeError`, or an `EventLoopError` once the node's loop has shut down.
+  public func submitWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
+    loop.flatSubmit { self.proposeWrite(command, idempotencyKey: idempotencyKey) }
   }
 
   private func proposeWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
@@ -84,12 +87,14 @@ extension RaftDBNode {
 
   // MARK: Reads
 
-  /// Reads `key` at the given level: `stale` from local state on any node; `default` (lease) and
-  /// `consistent` (ReadIndex) only on the leader, once its state machine has applied through the
-  /// read index.
-  public func read(_ key: String, level: ReadLevel) async throws(NodeError) -> KVRecord? {
-    if level == .stale { return readView.withLockedValue { $0 }.get(key) }
-    return try await onLoop { self.startRead(key, level: level) }
+  /// A `stale` read, on any node: answered on the caller's thread from the last published read view.
+  public func staleRead(_ key: String) -> KVRecord? { readView.withLockedValue { $0 }.get(key) }
+
+  /// A `default` (lease) or `consistent` (ReadIndex) read, only on the leader; the future completes
+  /// once its state machine has applied through the read index (see `submitWrite`).
+  public func submitRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
+    precondition(level != .stale, "stale reads need no future: use staleRead")
+    return loop.flatSubmit { self.startRead(key, level: level) }
   }
 
   private func startRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
@@ -235,17 +240,22 @@ extension RaftDBNode {
   // MARK: Status
 
   public func status() async throws(NodeError) -> NodeStatusReport {
-    try await onLoop {
-      let status = self.raft.status
-      return self.loop.makeSucceededFuture(
-        NodeStatusReport(
-          name: self.identity.name, state: self.roleName(status.role), term: status.term,
-          leader: self.leaderInfo,
-          commitIndex: status.commitIndex, appliedIndex: self.machine.appliedIndex,
-          lastLogIndex: status.lastIndex,
-          snapshotIndex: status.snapshotIndex,
-          members: status.configuration.memberInfos.map { ($0.info, $0.member.isVoter) },
-          keys: self.machine.count))
-    }
+    try await onLoop { self.statusReport() }
+  }
+
+  /// `status` as a future (see `submitWrite`).
+  public func submitStatus() -> EventLoopFuture<NodeStatusReport> { loop.flatSubmit { self.statusReport() } }
+
+  private func statusReport() -> EventLoopFuture<NodeStatusReport> {
+    let status = self.raft.status
+    return self.loop.makeSucceededFuture(
+      NodeStatusReport(
+        name: self.identity.name, state: self.roleName(status.role), term: status.term,
+        leader: self.leaderInfo,
+        commitIndex: status.commitIndex, appliedIndex: self.machine.appliedIndex,
+        lastLogIndex: status.lastIndex,
+        snapshotIndex: status.snapshotIndex,
+        members: status.configuration.memberInfos.map { ($0.info, $0.member.isVoter) },
+        keys: self.machine.count))
   }
 }

@@ -33,6 +33,8 @@ public struct ServerOptions: Sendable {
   public var maxValueBytes = 1 << 20
   /// Largest request body accepted, in bytes.
   public var maxRequestBytes = 8 << 20
+  /// Open client connections beyond this many are closed as soon as they are accepted.
+  public var maxConnections = 4096
   /// How long a client request may wait for commit or a read confirmation.
   public var requestTimeoutMillis = 5000
   /// Proposals refused (503) beyond this many bytes of uncommitted log.

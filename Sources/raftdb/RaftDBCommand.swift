@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
@@ -80,6 +79,9 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("max-request-bytes"), help: "Largest request body accepted, bytes.")
   var maxRequestBytes = 8 << 20
 
+  @Option(name: .raftdb("max-connections"), help: "Most client connections open at once.")
+  var maxConnections = 4096
+
   @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
   var requestTimeout = 5000
 
@@ -103,7 +105,7 @@ struct RaftDBCommand: AsyncParsableCommand {
       throw ValidationError("-election-timeout must be at least twice -heartbeat-interval")
     }
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
-      maxKeyBytes > 0, maxValueBytes > 0
+      maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0
     else {
       throw ValidationError("limits and thresholds must be positive")
     }
@@ -135,6 +137,7 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxKeyBytes = maxKeyBytes
     options.maxValueBytes = maxValueBytes
     options.maxRequestBytes = maxRequestBytes
+    options.maxConnections = maxConnections
     options.requestTimeoutMillis = requestTimeout
     options.logLevel = level
 
@@ -147,14 +150,11 @@ struct RaftDBCommand: AsyncParsableCommand {
       Foundation.exit(70)
     }
     let (host, port) = splitHostPort(haddr)!
-    let app = Application(
-      responder: RaftDBHTTPResponder(node: node),
-      configuration: .init(address: .hostname(host, port: port), serverName: nil),
-      eventLoopGroupProvider: .shared(group),
-      logger: logger)
+    let server = try await RaftDBHTTPServer.start(
+      node: node, host: host, port: port, group: group, logger: logger)
     let services = ServiceGroup(
       configuration: .init(
-        services: [.init(service: NodeService(node: node)), .init(service: app)],
+        services: [.init(service: NodeService(node: node)), .init(service: HTTPService(server: server))],
         gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await services.run()
     logger.info("raftdb stopped")
@@ -169,6 +169,17 @@ struct NodeService: Service {
   func run() async throws {
     try? await gracefulShutdown()
     await node.shutdown()
+  }
+}
+
+/// Serves the HTTP API until shutdown, then drains it (before the node stops: the group stops
+/// services in reverse order).
+struct HTTPService: Service {
+  let server: RaftDBHTTPServer
+
+  func run() async throws {
+    try? await gracefulShutdown()
+    await server.shutdown()
   }
 }
 

@@ -1,0 +1,111 @@
+import NIOCore
+import NIOHTTP1
+
+/// A complete HTTP response of the API: every body is small and built in memory, so there is no
+/// streaming.
+struct APIResponse: Sendable {
+  var status: HTTPResponseStatus
+  var headers: HTTPHeaders
+  var body: [UInt8]
+
+  static func json(_ status: HTTPResponseStatus, _ body: [UInt8]) -> APIResponse {
+    APIResponse(status: status, headers: ["Content-Type": "application/json"], body: body)
+  }
+}
+
+/// A request as the API sees it: the head and the whole body (already bounded by the connection
+/// handler).
+struct APIRequest: Sendable {
+  var head: HTTPRequestHead
+  var body: ByteBuffer?
+
+  /// The path without the query.
+  var path: Substring {
+    let uri = head.uri[...]
+    return uri.firstIndex(of: "?").map { uri[..<$0] } ?? uri
+  }
+
+  /// The value of the first query parameter `name`, percent-decoded; nil when absent.
+  func queryParameter(_ name: String) -> String? {
+    guard let mark = head.uri.firstIndex(of: "?") else { return nil }
+    for pair in head.uri[head.uri.index(after: mark)...].split(
+      separator: "&", omittingEmptySubsequences: true)
+    {
+      let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+      guard parts[0] == name else { continue }
+      let raw = parts.count > 1 ? parts[1] : ""
+      return percentDecoded(raw, plusIsSpace: true) ?? String(raw)
+    }
+    return nil
+  }
+}
+
+/// The routes as labelled in metrics (a fixed set, so that a client cannot grow the label space).
+enum APIRoute: String, Sendable, CaseIterable {
+  case putKeys = "/key"
+  case key = "/key/{key}"
+  case compareAndSet = "/key/{key}/cas"
+  case join = "/join"
+  case remove = "/remove"
+  case status = "/status"
+  case metrics = "/metrics"
+  case health = "/health"
+  case other
+}
+
+/// An HTTP error with its `{"error": ...}` body.
+enum APIError: Error {
+  case badRequest(String)
+  case notFound(String)
+  case methodNotAllowed(String, allowed: String)
+  case conflict(String)
+  case payloadTooLarge(String)
+  case unavailable(String)
+  case internalError(String)
+
+  var response: APIResponse {
+    let (status, message): (HTTPResponseStatus, String) =
+      switch self {
+      case .badRequest(let m): (.badRequest, m)
+      case .notFound(let m): (.notFound, m)
+      case .methodNotAllowed(let m, _): (.methodNotAllowed, m)
+      case .conflict(let m): (.conflict, m)
+      case .payloadTooLarge(let m): (.payloadTooLarge, m)
+      case .unavailable(let m): (.serviceUnavailable, m)
+      case .internalError(let m): (.internalServerError, m)
+      }
+    var response = APIResponse.json(status, JSONWriter.error(message))
+    if status == .serviceUnavailable { response.headers.add(name: "Retry-After", value: "1") }
+    if case .methodNotAllowed(_, let allowed) = self { response.headers.add(name: "Allow", value: allowed) }
+    return response
+  }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in query strings); nil when an escape is malformed or
+/// the result is not UTF-8.
+func percentDecoded(_ text: Substring, plusIsSpace: Bool = false) -> String? {
+  var bytes: [UInt8] = []
+  bytes.reserveCapacity(text.utf8.count)
+  var iterator = text.utf8.makeIterator()
+  while let byte = iterator.next() {
+    switch byte {
+    case UInt8(ascii: "%"):
+      guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
+        return nil
+      }
+      bytes.append(high << 4 | low)
+    case UInt8(ascii: "+") where plusIsSpace: bytes.append(UInt8(ascii: " "))
+    default: bytes.append(byte)
+    }
+  }
+  return String(validating: bytes, as: UTF8.self)
+}
+
+private func hexValue(_ byte: UInt8) -> UInt8? {
+  switch byte {
+  case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+  case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+  case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+  default: nil
+  }
+}

@@ -1,0 +1,159 @@
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP/1.1 connection: gathers a request (head and a bounded body), hands it to the API and
+/// writes the answer. It sits behind NIO's `HTTPServerPipelineHandler`, which holds back a
+/// pipelined request until the previous response has ended, so there is at most one request in
+/// progress here; that handler also closes the connection when the server quiesces.
+final class HTTPConnectionHandler: ChannelInboundHandler {
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  private enum State {
+    case idle
+    case receiving(HTTPRequestHead, body: ByteBuffer?, started: NIODeadline)
+    /// The body is over the limit: the rest is read and dropped (up to `discardLimit`), then the
+    /// refusal is sent and the connection closed, so that the client sees the 413 rather than a
+    /// reset while it is still sending.
+    case discarding(HTTPRequestHead, dropped: Int, started: NIODeadline)
+    case responding
+    case closing
+  }
+
+  private let api: RaftDBAPI
+  private let maxBodyBytes: Int
+  private let discardLimit: Int
+  private var state = State.idle
+
+  init(api: RaftDBAPI, maxBodyBytes: Int) {
+    self.api = api
+    self.maxBodyBytes = maxBodyBytes
+    discardLimit = maxBodyBytes * 2
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch unwrapInboundIn(data) {
+    case .head(let head):
+      guard case .idle = state else { return }
+      let started = NIODeadline.now()
+      let expectsContinue = head.headers[canonicalForm: "expect"].contains {
+        $0.lowercased() == "100-continue"
+      }
+      if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+        if expectsContinue {
+          // The client has not sent the body yet and will not until told to: refuse now.
+          state = .responding
+          finish(context, head, route: .other, started: started, tooLarge.response, keepAlive: false)
+        } else {
+          state = .discarding(head, dropped: 0, started: started)
+        }
+        return
+      }
+      if expectsContinue {
+        context.writeAndFlush(
+          wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+      }
+      state = .receiving(head, body: nil, started: started)
+    case .body(var chunk):
+      switch state {
+      case .receiving(let head, var body, let started):
+        state = .responding  // Drops the enum's reference to `body`, so that appending does not copy.
+        let size = (body?.readableBytes ?? 0) + chunk.readableBytes
+        guard size <= maxBodyBytes else {
+          state = .discarding(head, dropped: size, started: started)
+          return
+        }
+        if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
+        state = .receiving(head, body: body, started: started)
+      case .discarding(let head, let dropped, let started):
+        let total = dropped + chunk.readableBytes
+        if total > discardLimit {
+          state = .responding
+          finish(context, head, route: .other, started: started, tooLarge.response, keepAlive: false)
+        } else {
+          state = .discarding(head, dropped: total, started: started)
+        }
+      case .idle, .responding, .closing:
+        break
+      }
+    case .end:
+      switch state {
+      case .receiving(let head, let body, let started):
+        state = .responding
+        dispatch(context, APIRequest(head: head, body: body), started: started)
+      case .discarding(let head, _, let started):
+        state = .responding
+        finish(context, head, route: .other, started: started, tooLarge.response, keepAlive: false)
+      case .idle, .responding, .closing:
+        break
+      }
+    }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    switch (error, state) {
+    case (is HTTPParserError, .idle), (is HTTPParserError, .receiving):
+      // Unparseable input: say so in JSON, then close (the parser cannot resynchronise).
+      state = .responding
+      let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+      let response = APIError.badRequest("malformed HTTP request: \(error)").response
+      finish(context, head, route: .other, started: .now(), response, keepAlive: false)
+    default:
+      state = .closing
+      context.close(promise: nil)
+    }
+  }
+
+  private var tooLarge: APIError {
+    .payloadTooLarge("request body exceeds the \(maxBodyBytes)-byte limit")
+  }
+
+  private func dispatch(_ context: ChannelHandlerContext, _ request: APIRequest, started: NIODeadline) {
+    let (route, response) = api.respond(to: request, on: context.eventLoop)
+    response.assumeIsolated().whenComplete { result in
+      let answer: APIResponse
+      switch result {
+      case .success(let response): answer = response
+      case .failure(let error): answer = APIError.internalError("\(error)").response
+      }
+      self.finish(
+        context, request.head, route: route, started: started, answer, keepAlive: request.head.isKeepAlive)
+    }
+  }
+
+  /// Writes the response and either readies the connection for the next request or closes it.
+  private func finish(
+    _ context: ChannelHandlerContext, _ head: HTTPRequestHead, route: APIRoute, started: NIODeadline,
+    _ response: APIResponse, keepAlive: Bool
+  ) {
+    guard case .responding = state else { return }
+    var headers = response.headers
+    headers.add(name: "Content-Length", value: String(response.body.count))
+    if !keepAlive {
+      headers.add(name: "Connection", value: "close")
+    } else if head.version == .http1_0 {
+      headers.add(name: "Connection", value: "keep-alive")
+    }
+    context.write(
+      wrapOutboundOut(
+        .head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
+      promise: nil)
+    if head.method != .HEAD && !response.body.isEmpty {
+      context.write(
+        wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))),
+        promise: nil)
+    }
+    api.node.metrics.recordRequest(
+      route: route, status: Int(response.status.code), nanoseconds: (NIODeadline.now() - started).nanoseconds)
+    if keepAlive {
+      // Idle before the end goes out: writing it may deliver the next pipelined request at once.
+      state = .idle
+      context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    } else {
+      state = .closing
+      context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+        context.close(promise: nil)
+      }
+    }
+  }
+}

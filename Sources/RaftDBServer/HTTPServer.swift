@@ -1,0 +1,111 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The HTTP/1.1 server of the client API, directly on SwiftNIO: connections live on the network
+/// event loops and requests are answered there (see `RaftDBAPI` for why there is no framework in
+/// between). It bounds the number of open connections and shuts down gracefully: it stops
+/// accepting, lets each connection finish the request it is serving, then closes it.
+public final class RaftDBHTTPServer: Sendable {
+  private let listener: any Channel
+  private let connections: ConnectionRegistry
+  private let logger: Logger
+
+  /// Where the server listens (the real port when asked for port 0).
+  public var localAddress: SocketAddress? { listener.localAddress }
+
+  private init(listener: any Channel, connections: ConnectionRegistry, logger: Logger) {
+    self.listener = listener
+    self.connections = connections
+    self.logger = logger
+  }
+
+  /// Binds `host:port` and starts serving `node`'s API on `group`'s loops.
+  public static func start(
+    node: RaftDBNode, host: String, port: Int, group: any EventLoopGroup, logger: Logger
+  ) async throws -> RaftDBHTTPServer {
+    let api = RaftDBAPI(node: node)
+    let maxBodyBytes = node.options.maxRequestBytes
+    let connections = ConnectionRegistry(limit: node.options.maxConnections)
+    let listener = try await ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 256)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelOption(.maxMessagesPerRead, value: 16)
+      .childChannelInitializer { channel in
+        guard connections.admit(channel) else {
+          return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
+        }
+        return channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: true, withErrorHandling: false)
+          try channel.pipeline.syncOperations.addHandler(
+            HTTPConnectionHandler(api: api, maxBodyBytes: maxBodyBytes))
+        }
+      }
+      .bind(host: host, port: port)
+      .get()
+    logger.info("HTTP API listening on \(host):\(port)")
+    return RaftDBHTTPServer(listener: listener, connections: connections, logger: logger)
+  }
+
+  /// Stops accepting, asks every connection to close once its current request is answered, and
+  /// after `gracePeriod` closes whatever is still open.
+  public func shutdown(gracePeriod: Duration = .seconds(10)) async {
+    try? await listener.close()
+    let open = connections.closeToNewcomers()
+    for channel in open {
+      channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+    }
+    let deadline = ContinuousClock.now + gracePeriod
+    while connections.count > 0 && ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(10))
+    }
+    let stragglers = connections.closeToNewcomers()
+    if !stragglers.isEmpty {
+      logger.warning("closing \(stragglers.count) HTTP connections still busy after \(gracePeriod)")
+      for channel in stragglers { try? await channel.close() }
+    }
+  }
+}
+
+struct ConnectionLimitReached: Error {}
+
+/// The open connections, for the limit and for shutdown.
+final class ConnectionRegistry: Sendable {
+  private struct State {
+    var open: [ObjectIdentifier: any Channel] = [:]
+    var accepting = true
+  }
+  private let state = NIOLockedValueBox(State())
+  private let limit: Int
+
+  init(limit: Int) { self.limit = limit }
+
+  var count: Int { state.withLockedValue { $0.open.count } }
+
+  /// Registers a new connection unless the server is at its limit or shutting down.
+  func admit(_ channel: any Channel) -> Bool {
+    let admitted = state.withLockedValue { state in
+      guard state.accepting, state.open.count < limit else { return false }
+      state.open[ObjectIdentifier(channel)] = channel
+      return true
+    }
+    if admitted {
+      channel.closeFuture.whenComplete { _ in
+        _ = self.state.withLockedValue { $0.open.removeValue(forKey: ObjectIdentifier(channel)) }
+      }
+    }
+    return admitted
+  }
+
+  /// Refuses further connections and returns those open now.
+  func closeToNewcomers() -> [any Channel] {
+    state.withLockedValue { state in
+      state.accepting = false
+      return Array(state.open.values)
+    }
+  }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+
+/// The HTTP/1.1 server itself, driven with raw bytes over a socket: pipelining, keep-alive and
+/// close, chunked bodies, `Expect: 100-continue`, malformed requests and the connection limit.
+@Suite(.serialized) struct HTTPProtocolTests {
+  @Test func pipelinedRequestsAreAnsweredInOrderAndCloseIsHonoured() async throws {
+    let harness = try ClusterHarness()
+    let node = try await harness.startCluster(["node01"])
+    let socket = try RawSocket(port: harness.spec(node).httpPort)
+    try socket.send(
+      "POST /key HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a\":\"1\"}\n"
+        + "GET /key/a HTTP/1.1\r\nHost: x\r\n\r\n"
+        + "GET /key/missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    let reply = socket.receiveUntilClosed()
+    let statuses = reply.matches(of: /HTTP\/1\.1 \d{3} [A-Za-z ]+/).map { String($0.output) }
+    #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"], "\(reply)")
+    #expect(reply.contains(#"{"a":"1"}"#))
+    #expect(
+      reply.hasSuffix(#"{"error":"key \"missing\" not found"}"#), "the connection closes after the last")
+    harness.stopAll()
+  }
+
+  @Test func chunkedBodiesAndHTTP10AreUnderstood() async throws {
+    let harness = try ClusterHarness()
+    let node = try await harness.startCluster(["node01"])
+    let port = harness.spec(node).httpPort
+    let chunked = try RawSocket(port: port)
+    try chunked.send(
+      "POST /key HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + "5\r\n{\"b\":\r\n4\r\n\"2\"}\r\n0\r\n\r\n")
+    #expect(chunked.receiveUntilClosed().hasPrefix("HTTP/1.1 200 OK"))
+    let old = try RawSocket(port: port)
+    try old.send("GET /key/b HTTP/1.0\r\n\r\n")
+    let reply = old.receiveUntilClosed()
+    #expect(reply.hasPrefix("HTTP/1.0 200 OK"), "\(reply)")
+    #expect(reply.contains("Connection: close"))
+    #expect(reply.hasSuffix(#"{"b":"2"}"#))
+    harness.stopAll()
+  }
+
+  @Test func expectContinueIsAnsweredAndAnOversizedBodyRefusedBeforeItIsSent() async throws {
+    let harness = try ClusterHarness()
+    let node = try await harness.startCluster(["node01"])
+    let port = harness.spec(node).httpPort
+    let small = try RawSocket(port: port)
+    try small.send("POST /key HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    #expect(small.receive(atLeast: 12).hasPrefix("HTTP/1.1 100 Continue"))
+    try small.send("{\"c\":\"3\"}\nGET /key/c HTTP/1.1\r\nConnection: close\r\n\r\n")
+    #expect(small.receiveUntilClosed().hasSuffix(#"{"c":"3"}"#))
+
+    let large = try RawSocket(port: port)
+    try large.send(
+      "POST /key HTTP/1.1\r\nHost: x\r\nContent-Length: \(1 << 30)\r\nExpect: 100-continue\r\n\r\n")
+    let refusal = large.receiveUntilClosed()
+    #expect(refusal.hasPrefix("HTTP/1.1 413 Payload Too Large"), "\(refusal)")
+    #expect(refusal.contains(#"{"error":"request body exceeds the"#))
+    harness.stopAll()
+  }
+
+  @Test func malformedRequestsGetAJSON400AndTheConnectionCloses() async throws {
+    let harness = try ClusterHarness()
+    let node = try await harness.startCluster(["node01"])
+    for garbage in [
+      "GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nContent-Length: nope\r\n\r\n", "\u{1}\u{2}\u{3}\r\n\r\n",
+    ] {
+      let socket = try RawSocket(port: harness.spec(node).httpPort)
+      try socket.send(garbage)
+      let reply = socket.receiveUntilClosed()
+      #expect(reply.hasPrefix("HTTP/1.1 400 Bad Request"), "\(garbage.debugDescription): \(reply)")
+      #expect(reply.contains(#"{"error":"malformed HTTP request"#))
+    }
+    #expect(try await harness.request(node, .GET, "/health").status == .ok)
+    harness.stopAll()
+  }
+
+  @Test func connectionsBeyondTheLimitAreClosedAndTheRestServed() async throws {
+    let harness = try ClusterHarness(extraArguments: ["-max-connections", "2"])
+    let node = try await harness.startCluster(["node01"])
+    let port = harness.spec(node).httpPort
+    // Wait for the harness's own status connections to be gone.
+    try await Task.sleep(for: .milliseconds(200))
+    let first = try RawSocket(port: port)
+    let second = try RawSocket(port: port)
+    try first.send("GET /health HTTP/1.1\r\n\r\n")
+    #expect(first.receive(atLeast: 15).hasPrefix("HTTP/1.1 200 OK"))
+    let third = try RawSocket(port: port)
+    try? third.send("GET /health HTTP/1.1\r\n\r\n")
+    #expect(third.receiveUntilClosed().isEmpty, "a third connection is closed unanswered")
+    try second.send("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    #expect(second.receiveUntilClosed().hasPrefix("HTTP/1.1 200 OK"))
+    let answered = await harness.eventually(timeout: .seconds(5)) {
+      guard let fourth = try? RawSocket(port: port), (try? fourth.send("GET /health HTTP/1.0\r\n\r\n")) != nil
+      else { return false }
+      return fourth.receiveUntilClosed().hasPrefix("HTTP/1.0 200 OK")
+    }
+    #expect(answered, "a slot freed by a closed connection is reused")
+    harness.stopAll()
+  }
+}
+
+/// A blocking loopback TCP socket with a receive timeout, for byte-exact HTTP exchanges.
+final class RawSocket {
+  private let descriptor: Int32
+
+  init(port: Int) throws {
+    descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw HarnessError("socket: errno \(errno)") }
+    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = loopbackAddress(port)
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+      }
+    }
+    guard connected == 0 else {
+      close(descriptor)
+      throw HarnessError("connect to \(port): errno \(errno)")
+    }
+  }
+
+  deinit { close(descriptor) }
+
+  func send(_ text: String) throws {
+    let bytes = Array(text.utf8)
+    var sent = 0
+    while sent < bytes.count {
+      let count = bytes[sent...].withUnsafeBytes {
+        Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+      }
+      guard count > 0 else { throw HarnessError("send: errno \(errno)") }
+      sent += count
+    }
+  }
+
+  /// Reads until the peer closes, an error, or the 5-second timeout.
+  func receiveUntilClosed() -> String { receive(atLeast: Int.max) }
+
+  /// Reads until at least `count` bytes arrived, the peer closes, or the timeout passes.
+  func receive(atLeast count: Int) -> String {
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while received.count < count {
+      let n = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+      guard n > 0 else { break }
+      received += buffer[..<n]
+    }
+    return String(decoding: received, as: UTF8.self)
+  }
+}
