@@ -87,7 +87,7 @@ fi
   echo "- df -h of the data directory ($WORK): $(df -hT "$WORK" | tail -1 | awk '{print $1, $2, $3 " size,", $5 " avail,", $6 " used, on", $7}')"
   echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- busiest processes before the run (top, 1 s): $(top -b -n 2 -d 1 -w 200 | awk '/^top -/ {n++} n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 5 {printf "%s %s%%; ", $12, $9}')"
-  echo "- etcd: $(command -v etcd > /dev/null && etcd --version | head -1 || echo 'not installed yet')"
+  echo "- etcd: $(if command -v etcd > /dev/null; then etcd --version | sed -n 1p; else echo 'not installed yet'; fi)"
   echo "- swift: $(swift --version 2>&1 | head -1)"
 } > "$WORK/machine.md"
 cat "$WORK/machine.md" >&2
