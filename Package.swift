@@ -118,6 +118,15 @@ let package = Package(
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ]),
+    // The HTTP connection handler on an EmbeddedChannel.
+    .testTarget(
+      name: "RaftDBServerTests",
+      dependencies: [
+        "RaftDBServer",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+      ]),
     // Real raftdb processes on loopback (depends on the executable so that it is built first).
     .testTarget(
       name: "RaftDBIntegrationTests",

@@ -11,8 +11,12 @@ import RaftDBClient
 /// `stale` read is answered inline, and a write or a confirmed read makes one hop to the node's loop
 /// and one back. (Running handlers as Swift concurrency tasks cost two more thread hand-offs per
 /// request, about 100 µs; BENCHMARKS.md has the measurements.)
-struct RaftDBAPI: Sendable {
+struct RaftDBAPI: HTTPResponding {
   let node: RaftDBNode
+
+  func recordRequest(route: APIRoute, status: Int, nanoseconds: Int64) {
+    node.metrics.recordRequest(route: route, status: status, nanoseconds: nanoseconds)
+  }
 
   func respond(to request: APIRequest, on eventLoop: any EventLoop) -> (
     APIRoute, EventLoopFuture<APIResponse>

@@ -1,11 +1,22 @@
 import NIOCore
 import NIOHTTP1
 
+/// What answers the requests a connection gathers: the node's API in the server, a scripted
+/// stand-in in the handler's tests.
+protocol HTTPResponding: Sendable {
+  /// The route (for metrics) and the answer, a future on `eventLoop`.
+  func respond(to request: APIRequest, on eventLoop: any EventLoop) -> (
+    APIRoute, EventLoopFuture<APIResponse>
+  )
+  /// Counts a finished request.
+  func recordRequest(route: APIRoute, status: Int, nanoseconds: Int64)
+}
+
 /// One HTTP/1.1 connection: gathers a request (head and a bounded body), hands it to the API and
 /// writes the answer. It sits behind NIO's `HTTPServerPipelineHandler`, which holds back a
 /// pipelined request until the previous response has ended, so there is at most one request in
 /// progress here; that handler also closes the connection when the server quiesces.
-final class HTTPConnectionHandler: ChannelInboundHandler {
+final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHandler {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
 
@@ -20,12 +31,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler {
     case closing
   }
 
-  private let api: RaftDBAPI
+  private let api: Responder
   private let maxBodyBytes: Int
   private let discardLimit: Int
   private var state = State.idle
 
-  init(api: RaftDBAPI, maxBodyBytes: Int) {
+  init(api: Responder, maxBodyBytes: Int) {
     self.api = api
     self.maxBodyBytes = maxBodyBytes
     discardLimit = maxBodyBytes * 2
@@ -143,7 +154,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler {
         wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))),
         promise: nil)
     }
-    api.node.metrics.recordRequest(
+    api.recordRequest(
       route: route, status: Int(response.status.code), nanoseconds: (NIODeadline.now() - started).nanoseconds)
     if keepAlive {
       // Idle before the end goes out: writing it may deliver the next pipelined request at once.
