@@ -28,7 +28,7 @@ public final class RaftDBHTTPServer: Sendable {
   ) async throws -> RaftDBHTTPServer {
     let api = RaftDBAPI(node: node)
     let maxBodyBytes = node.options.maxRequestBytes
-    let connections = ConnectionRegistry(limit: node.options.maxConnections)
+    let connections = ConnectionRegistry(limit: node.options.maxConnections, metrics: node.metrics)
     let listener = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -81,24 +81,35 @@ final class ConnectionRegistry: Sendable {
   }
   private let state = NIOLockedValueBox(State())
   private let limit: Int
+  private let metrics: NodeMetrics
 
-  init(limit: Int) { self.limit = limit }
+  init(limit: Int, metrics: NodeMetrics) {
+    self.limit = limit
+    self.metrics = metrics
+  }
 
   var count: Int { state.withLockedValue { $0.open.count } }
 
   /// Registers a new connection unless the server is at its limit or shutting down.
   func admit(_ channel: any Channel) -> Bool {
+    // The gauge is set under the lock so that concurrent changes reach it in order.
     let admitted = state.withLockedValue { state in
       guard state.accepting, state.open.count < limit else { return false }
       state.open[ObjectIdentifier(channel)] = channel
+      metrics.openConnections.record(state.open.count)
       return true
     }
-    if admitted {
-      channel.closeFuture.whenComplete { _ in
-        _ = self.state.withLockedValue { $0.open.removeValue(forKey: ObjectIdentifier(channel)) }
+    guard admitted else {
+      metrics.refusedConnections.increment()
+      return false
+    }
+    channel.closeFuture.whenComplete { _ in
+      self.state.withLockedValue { state in
+        state.open.removeValue(forKey: ObjectIdentifier(channel))
+        self.metrics.openConnections.record(state.open.count)
       }
     }
-    return admitted
+    return true
   }
 
   /// Refuses further connections and returns those open now.

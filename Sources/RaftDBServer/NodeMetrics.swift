@@ -27,6 +27,8 @@ final class NodeMetrics: Sendable {
   let snapshotInstallDuration: CoreMetrics.Timer
   let proposals: CoreMetrics.Counter
   let droppedPeerMessages: CoreMetrics.Gauge
+  let openConnections: CoreMetrics.Gauge
+  let refusedConnections: CoreMetrics.Counter
 
   init() {
     var factory = PrometheusMetricsFactory(registry: registry)
@@ -49,6 +51,8 @@ final class NodeMetrics: Sendable {
       label: "raftdb_snapshot_install_duration_seconds", factory: factory)
     proposals = CoreMetrics.Counter(label: "raftdb_raft_proposals_total", factory: factory)
     droppedPeerMessages = CoreMetrics.Gauge(label: "raftdb_transport_dropped_messages", factory: factory)
+    openConnections = CoreMetrics.Gauge(label: "raftdb_http_open_connections", factory: factory)
+    refusedConnections = CoreMetrics.Counter(label: "raftdb_http_refused_connections_total", factory: factory)
   }
 
   /// Counts a request by route and status and records its latency by route.

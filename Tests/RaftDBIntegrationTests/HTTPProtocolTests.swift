@@ -95,6 +95,15 @@ import Testing
       return fourth.receiveUntilClosed().hasPrefix("HTTP/1.0 200 OK")
     }
     #expect(answered, "a slot freed by a closed connection is reused")
+    let metrics = try await harness.request(node, .GET, "/metrics").bodyText
+    func value(_ name: String) -> Double? {
+      metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap {
+        Double($0.split(separator: " ")[1])
+      }
+    }
+    #expect((value("raftdb_http_refused_connections_total") ?? 0) >= 1, "\(metrics)")
+    #expect(value("raftdb_http_open_connections") == 2, "the first connection and this request's")
+    withExtendedLifetime(first) {}
     harness.stopAll()
   }
 }
