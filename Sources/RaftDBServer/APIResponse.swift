@@ -19,16 +19,26 @@ struct APIRequest: Sendable {
   var head: HTTPRequestHead
   var body: ByteBuffer?
 
+  /// Path and query: the target without scheme and authority when it came in absolute form
+  /// (`http://host:8091/key/a`, as proxies send it).
+  var target: Substring {
+    let uri = head.uri[...]
+    guard uri.hasPrefix("http://") || uri.hasPrefix("https://") else { return uri }
+    let afterScheme = uri[uri.index(uri.firstIndex(of: ":")!, offsetBy: 3)...]
+    return afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+  }
+
   /// The path without the query.
   var path: Substring {
-    let uri = head.uri[...]
-    return uri.firstIndex(of: "?").map { uri[..<$0] } ?? uri
+    let target = target
+    return target.firstIndex(of: "?").map { target[..<$0] } ?? target
   }
 
   /// The value of the first query parameter `name`, percent-decoded; nil when absent.
   func queryParameter(_ name: String) -> String? {
-    guard let mark = head.uri.firstIndex(of: "?") else { return nil }
-    for pair in head.uri[head.uri.index(after: mark)...].split(
+    let target = target
+    guard let mark = target.firstIndex(of: "?") else { return nil }
+    for pair in target[target.index(after: mark)...].split(
       separator: "&", omittingEmptySubsequences: true)
     {
       let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)

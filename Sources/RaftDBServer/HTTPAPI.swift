@@ -388,7 +388,7 @@ struct RaftDBAPI: HTTPResponding {
       writer.field("leader", leader.name)
       writer.endObject()
       var response = APIResponse.json(.temporaryRedirect, writer.bytes)
-      response.headers.add(name: "Location", value: "http://\(leader.httpAddress)\(request.head.uri)")
+      response.headers.add(name: "Location", value: "http://\(leader.httpAddress)\(request.target)")
       return response
     case .notLeader:
       return APIError.unavailable("no leader").response

@@ -35,11 +35,19 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
   private let maxBodyBytes: Int
   private let discardLimit: Int
   private var state = State.idle
+  /// How many answers are being written inside one another. Writing a response's end makes NIO hand
+  /// over the next pipelined request at once, and an answer that is ready at once (a `stale` read, an
+  /// error) is written at once, so a burst of pipelined requests would otherwise nest one chain of
+  /// calls per request and could exhaust the stack.
+  private var nesting = 0
+  private static var maxNesting: Int { 8 }
+  private var dateCache = HTTPDateCache()
 
   init(api: Responder, maxBodyBytes: Int) {
     self.api = api
     self.maxBodyBytes = maxBodyBytes
-    discardLimit = maxBodyBytes * 2
+    let (doubled, overflow) = maxBodyBytes.multipliedReportingOverflow(by: 2)
+    discardLimit = overflow ? .max : doubled
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -47,9 +55,10 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     case .head(let head):
       guard case .idle = state else { return }
       let started = NIODeadline.now()
-      let expectsContinue = head.headers[canonicalForm: "expect"].contains {
-        $0.lowercased() == "100-continue"
-      }
+      // HTTP/1.0 clients do not know 100 Continue (RFC 9110, 10.1.1).
+      let expectsContinue =
+        head.version != .http1_0
+        && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
       if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
         if expectsContinue {
           // The client has not sent the body yet and will not until told to: refuse now.
@@ -101,9 +110,25 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     }
   }
 
+  /// A connection that has sent nothing for the idle timeout is closed, unless it is waiting for an
+  /// answer (reads are paused then, so silence is expected).
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    guard case IdleStateHandler.IdleStateEvent.read = event else {
+      context.fireUserInboundEventTriggered(event)
+      return
+    }
+    switch state {
+    case .idle, .receiving, .discarding:
+      state = .closing
+      context.close(promise: nil)
+    case .responding, .closing:
+      break
+    }
+  }
+
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     switch (error, state) {
-    case (is HTTPParserError, .idle), (is HTTPParserError, .receiving):
+    case (is HTTPParserError, .idle), (is HTTPParserError, .receiving), (is HTTPParserError, .discarding):
       // Unparseable input: say so in JSON, then close (the parser cannot resynchronise).
       state = .responding
       let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
@@ -127,8 +152,17 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
       case .success(let response): answer = response
       case .failure(let error): answer = APIError.internalError("\(error)").response
       }
-      self.finish(
-        context, request.head, route: route, started: started, answer, keepAlive: request.head.isKeepAlive)
+      let keepAlive = request.head.isKeepAlive
+      guard self.nesting < Self.maxNesting else {
+        // Deep inside earlier answers: write this one from a fresh stack on the next loop turn.
+        context.eventLoop.assumeIsolated().execute {
+          self.finish(context, request.head, route: route, started: started, answer, keepAlive: keepAlive)
+        }
+        return
+      }
+      self.nesting += 1
+      defer { self.nesting -= 1 }
+      self.finish(context, request.head, route: route, started: started, answer, keepAlive: keepAlive)
     }
   }
 
@@ -140,6 +174,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     guard case .responding = state else { return }
     var headers = response.headers
     headers.add(name: "Content-Length", value: String(response.body.count))
+    headers.add(name: "Date", value: dateCache.now())
     if !keepAlive {
       headers.add(name: "Connection", value: "close")
     } else if head.version == .http1_0 {

@@ -6,8 +6,9 @@ import NIOPosix
 
 /// The HTTP/1.1 server of the client API, directly on SwiftNIO: connections live on the network
 /// event loops and requests are answered there (see `RaftDBAPI` for why there is no framework in
-/// between). It bounds the number of open connections and shuts down gracefully: it stops
-/// accepting, lets each connection finish the request it is serving, then closes it.
+/// between). It bounds the number of open connections, closes connections silent for the idle
+/// timeout, and shuts down gracefully: it stops accepting, lets each connection finish the request it
+/// is serving, then closes it.
 public final class RaftDBHTTPServer: Sendable {
   private let listener: any Channel
   private let connections: ConnectionRegistry
@@ -28,6 +29,7 @@ public final class RaftDBHTTPServer: Sendable {
   ) async throws -> RaftDBHTTPServer {
     let api = RaftDBAPI(node: node)
     let maxBodyBytes = node.options.maxRequestBytes
+    let idleTimeout = TimeAmount.seconds(Int64(node.options.httpIdleTimeoutSeconds))
     let connections = ConnectionRegistry(limit: node.options.maxConnections, metrics: node.metrics)
     let listener = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
@@ -39,6 +41,7 @@ public final class RaftDBHTTPServer: Sendable {
           return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
         }
         return channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
           try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withPipeliningAssistance: true, withErrorHandling: false)
           try channel.pipeline.syncOperations.addHandler(
@@ -60,7 +63,8 @@ public final class RaftDBHTTPServer: Sendable {
       channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
     let deadline = ContinuousClock.now + gracePeriod
-    while connections.count > 0 && ContinuousClock.now < deadline {
+    // A cancelled task does not sleep, so stop waiting then rather than spin.
+    while connections.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
       try? await Task.sleep(for: .milliseconds(10))
     }
     let stragglers = connections.closeToNewcomers()

@@ -35,6 +35,8 @@ public struct ServerOptions: Sendable {
   public var maxRequestBytes = 8 << 20
   /// Open client connections beyond this many are closed as soon as they are accepted.
   public var maxConnections = 4096
+  /// Client connections that send nothing for this long (while not awaiting an answer) are closed.
+  public var httpIdleTimeoutSeconds = 60
   /// How long a client request may wait for commit or a read confirmation.
   public var requestTimeoutMillis = 5000
   /// Proposals refused (503) beyond this many bytes of uncommitted log.

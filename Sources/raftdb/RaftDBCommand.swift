@@ -82,6 +82,11 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("max-connections"), help: "Most client connections open at once.")
   var maxConnections = 4096
 
+  @Option(
+    name: .raftdb("http-idle-timeout"),
+    help: "Close a client connection that sends nothing for this long while no request is pending, seconds.")
+  var httpIdleTimeout = 60
+
   @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
   var requestTimeout = 5000
 
@@ -105,7 +110,8 @@ struct RaftDBCommand: AsyncParsableCommand {
       throw ValidationError("-election-timeout must be at least twice -heartbeat-interval")
     }
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
-      maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0
+      maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0,
+      httpIdleTimeout > 0
     else {
       throw ValidationError("limits and thresholds must be positive")
     }
@@ -138,6 +144,7 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxValueBytes = maxValueBytes
     options.maxRequestBytes = maxRequestBytes
     options.maxConnections = maxConnections
+    options.httpIdleTimeoutSeconds = httpIdleTimeout
     options.requestTimeoutMillis = requestTimeout
     options.logLevel = level
 

@@ -74,6 +74,19 @@ import Testing
     harness.stopAll()
   }
 
+  @Test func aSilentConnectionIsClosedAfterTheIdleTimeout() async throws {
+    let harness = try ClusterHarness(extraArguments: ["-http-idle-timeout", "1"])
+    let node = try await harness.startCluster(["node01"])
+    let socket = try RawSocket(port: harness.spec(node).httpPort)
+    try socket.send("GET /health HTTP/1.1\r\n\r\n")
+    #expect(socket.receive(atLeast: 15).hasPrefix("HTTP/1.1 200 OK"))
+    let start = ContinuousClock.now
+    let rest = socket.receiveUntilClosed()  // Returns at the server's close, or after 5 s.
+    #expect(rest.isEmpty)
+    #expect(ContinuousClock.now - start < .seconds(4), "closed by the server, not by the receive timeout")
+    harness.stopAll()
+  }
+
   @Test func connectionsBeyondTheLimitAreClosedAndTheRestServed() async throws {
     let harness = try ClusterHarness(extraArguments: ["-max-connections", "2"])
     let node = try await harness.startCluster(["node01"])

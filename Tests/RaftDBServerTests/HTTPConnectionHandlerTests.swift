@@ -18,6 +18,9 @@ import Testing
     func respond(to request: APIRequest, on eventLoop: any EventLoop) -> (
       APIRoute, EventLoopFuture<APIResponse>
     ) {
+      if request.head.uri.hasPrefix("/now") {
+        return (.other, eventLoop.makeSucceededFuture(.json(.ok, Array("now".utf8))))
+      }
       requests.append(request)
       let promise = eventLoop.makePromise(of: APIResponse.self)
       pending.append(promise)
@@ -125,5 +128,57 @@ import Testing
     #expect(text.hasPrefix("HTTP/1.1 400 Bad Request"))
     #expect(text.contains(#"{"error":"malformed HTTP request"#))
     #expect(!channel.isActive)
+  }
+
+  @Test func aBurstOfPipelinedRequestsAnsweredAtOnceDoesNotDeepenTheStack() throws {
+    // Without the bound on nesting, each of these answers was written inside the previous one's.
+    let burst = 20_000
+    try send("GET /key/slow HTTP/1.1\r\n\r\n" + String(repeating: "GET /now HTTP/1.1\r\n\r\n", count: burst))
+    responder.answer(0, "slow")
+    var answered = 0
+    for _ in 0..<burst {
+      channel.embeddedEventLoop.run()
+      let text = try output()
+      answered += text.components(separatedBy: "HTTP/1.1 200 OK").count - 1
+      if answered == burst + 1 { break }
+    }
+    #expect(answered == burst + 1)
+    #expect(responder.recorded.count == burst + 1)
+  }
+
+  @Test func silenceClosesAnIdleConnectionButNotOneAwaitingItsAnswer() throws {
+    try send("GET /key/a HTTP/1.1\r\n\r\n")
+    channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+    #expect(channel.isActive, "a request is pending")
+    responder.answer(0, "a")
+    #expect(try output().hasSuffix("a"))
+    channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+    #expect(!channel.isActive)
+  }
+
+  @Test func http10ClientsGetNo100Continue() throws {
+    try send("POST /key HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    #expect(try output().isEmpty)
+    try send("{}")
+    #expect(responder.requests.count == 1)
+  }
+
+  @Test func responsesCarryADateHeader() throws {
+    try send("GET /now HTTP/1.1\r\n\r\n")
+    #expect(try output().contains("Date: "))
+    #expect(HTTPDateCache.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+    #expect(HTTPDateCache.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+  }
+
+  @Test func absoluteFormTargetsAreRoutedByTheirPath() {
+    let request = APIRequest(
+      head: HTTPRequestHead(
+        version: .http1_1, method: .GET, uri: "http://127.0.0.1:8091/key/a%20b?level=stale"),
+      body: nil)
+    #expect(request.target == "/key/a%20b?level=stale")
+    #expect(request.path == "/key/a%20b")
+    #expect(request.queryParameter("level") == "stale")
+    let bare = APIRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "http://h"), body: nil)
+    #expect(bare.path == "/")
   }
 }
