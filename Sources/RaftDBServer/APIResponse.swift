@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -44,7 +45,9 @@ struct APIRequest: Sendable {
       let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
       guard parts[0] == name else { continue }
       let raw = parts.count > 1 ? parts[1] : ""
-      return percentDecoded(raw, plusIsSpace: true) ?? String(raw)
+      // In a query `+` stands for a space (HTML forms); in a path it is itself.
+      let spaced = raw.replacingOccurrences(of: "+", with: " ")
+      return spaced.removingPercentEncoding ?? spaced
     }
     return nil
   }
@@ -88,34 +91,5 @@ enum APIError: Error {
     if status == .serviceUnavailable { response.headers.add(name: "Retry-After", value: "1") }
     if case .methodNotAllowed(_, let allowed) = self { response.headers.add(name: "Allow", value: allowed) }
     return response
-  }
-}
-
-/// Decodes `%XX` escapes (and `+` as a space in query strings); nil when an escape is malformed or
-/// the result is not UTF-8.
-func percentDecoded(_ text: Substring, plusIsSpace: Bool = false) -> String? {
-  var bytes: [UInt8] = []
-  bytes.reserveCapacity(text.utf8.count)
-  var iterator = text.utf8.makeIterator()
-  while let byte = iterator.next() {
-    switch byte {
-    case UInt8(ascii: "%"):
-      guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
-        return nil
-      }
-      bytes.append(high << 4 | low)
-    case UInt8(ascii: "+") where plusIsSpace: bytes.append(UInt8(ascii: " "))
-    default: bytes.append(byte)
-    }
-  }
-  return String(validating: bytes, as: UTF8.self)
-}
-
-private func hexValue(_ byte: UInt8) -> UInt8? {
-  switch byte {
-  case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-  case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-  case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-  default: nil
   }
 }

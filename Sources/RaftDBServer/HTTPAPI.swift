@@ -1,3 +1,4 @@
+import Foundation
 import KVStore
 import NIOCore
 import NIOHTTP1
@@ -338,7 +339,7 @@ struct RaftDBAPI: HTTPResponding {
   }
 
   private func decodeKey(_ raw: Substring) throws(APIError) -> String {
-    guard let key = percentDecoded(raw) else {
+    guard let key = String(raw).removingPercentEncoding else {
       throw APIError.badRequest("key is not valid percent-encoded UTF-8")
     }
     try validateKey(key)

@@ -58,8 +58,8 @@ public final class RaftDBHTTPServer: Sendable {
   /// after `gracePeriod` closes whatever is still open.
   public func shutdown(gracePeriod: Duration = .seconds(10)) async {
     try? await listener.close()
-    let open = connections.closeToNewcomers()
-    for channel in open {
+    connections.stopAdmitting()
+    for channel in connections.open {
       channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
     let deadline = ContinuousClock.now + gracePeriod
@@ -67,7 +67,7 @@ public final class RaftDBHTTPServer: Sendable {
     while connections.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
       try? await Task.sleep(for: .milliseconds(10))
     }
-    let stragglers = connections.closeToNewcomers()
+    let stragglers = connections.open
     if !stragglers.isEmpty {
       logger.warning("closing \(stragglers.count) HTTP connections still busy after \(gracePeriod)")
       for channel in stragglers { try? await channel.close() }
@@ -94,6 +94,9 @@ final class ConnectionRegistry: Sendable {
 
   var count: Int { state.withLockedValue { $0.open.count } }
 
+  /// The connections open now.
+  var open: [any Channel] { state.withLockedValue { Array($0.open.values) } }
+
   /// Registers a new connection unless the server is at its limit or shutting down.
   func admit(_ channel: any Channel) -> Bool {
     // The gauge is set under the lock so that concurrent changes reach it in order.
@@ -116,11 +119,6 @@ final class ConnectionRegistry: Sendable {
     return true
   }
 
-  /// Refuses further connections and returns those open now.
-  func closeToNewcomers() -> [any Channel] {
-    state.withLockedValue { state in
-      state.accepting = false
-      return Array(state.open.values)
-    }
-  }
+  /// Refuses further connections.
+  func stopAdmitting() { state.withLockedValue { $0.accepting = false } }
 }

@@ -239,11 +239,7 @@ extension RaftDBNode {
 
   // MARK: Status
 
-  public func status() async throws(NodeError) -> NodeStatusReport {
-    try await onLoop { self.statusReport() }
-  }
-
-  /// `status` as a future (see `submitWrite`).
+  /// The node's state for `/status` and `/health`, as a future (see `submitWrite`).
   public func submitStatus() -> EventLoopFuture<NodeStatusReport> { loop.flatSubmit { self.statusReport() } }
 
   private func statusReport() -> EventLoopFuture<NodeStatusReport> {

@@ -39,6 +39,22 @@ import Testing
     harness.stopAll()
   }
 
+  @Test func percentEncodedKeysInThePathMeanTheirDecodedBytes() async throws {
+    let harness = try ClusterHarness()
+    let node = try await harness.startCluster(["node01"])
+    let body = #"{"x y/é+": "v"}"#
+    let put = try RawSocket(port: harness.spec(node).httpPort)
+    try put.send("POST /key HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+    #expect(put.receive(atLeast: 12).hasPrefix("HTTP/1.1 200 OK"))
+    try put.send("GET /key/x%20y%2F%C3%A9+?level=stale HTTP/1.1\r\nConnection: close\r\n\r\n")
+    let reply = put.receiveUntilClosed()
+    #expect(reply.hasSuffix(#"{"x y/é+":"v"}"#), "\(reply)")
+    let bad = try RawSocket(port: harness.spec(node).httpPort)
+    try bad.send("GET /key/%ZZ HTTP/1.0\r\n\r\n")
+    #expect(bad.receiveUntilClosed().hasPrefix("HTTP/1.0 400 Bad Request"))
+    harness.stopAll()
+  }
+
   @Test func expectContinueIsAnsweredAndAnOversizedBodyRefusedBeforeItIsSent() async throws {
     let harness = try ClusterHarness()
     let node = try await harness.startCluster(["node01"])

@@ -178,6 +178,11 @@ import Testing
     #expect(request.target == "/key/a%20b?level=stale")
     #expect(request.path == "/key/a%20b")
     #expect(request.queryParameter("level") == "stale")
+    let query = APIRequest(
+      head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/key/a?x=1&level=a+b%21&level=second"),
+      body: nil)
+    #expect(query.queryParameter("level") == "a b!", "the first, with + as a space and escapes decoded")
+    #expect(query.queryParameter("missing") == nil)
     let bare = APIRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "http://h"), body: nil)
     #expect(bare.path == "/")
   }
