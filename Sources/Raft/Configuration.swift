@@ -61,6 +61,9 @@ public struct Configuration: Hashable, Sendable, CustomStringConvertible {
   /// The configuration that results from one single-server change (lesson 09), or why the change
   /// is not allowed from this configuration.
   public func applying(_ change: ConfigurationChange) throws(ConfigurationChangeError) -> Configuration {
+    guard change.context.count <= Self.contextSizeLimit else {
+      throw .contextTooLarge(bytes: change.context.count, limit: Self.contextSizeLimit)
+    }
     var members = self.members
     let position = members.firstIndex { $0.id == change.node }
     switch change.kind {
@@ -71,10 +74,12 @@ public struct Configuration: Hashable, Sendable, CustomStringConvertible {
         members[position].isVoter = true
         if !change.context.isEmpty { members[position].context = change.context }
       } else {
+        guard members.count < Self.maxMembers else { throw .tooManyMembers(limit: Self.maxMembers) }
         members.append(Member(id: change.node, isVoter: true, context: change.context))
       }
     case .addLearner:
       guard position == nil else { throw .alreadyMember(change.node) }
+      guard members.count < Self.maxMembers else { throw .tooManyMembers(limit: Self.maxMembers) }
       members.append(Member(id: change.node, isVoter: false, context: change.context))
     case .promoteLearner:
       guard let position else { throw .notAMember(change.node) }
@@ -121,6 +126,8 @@ public enum ConfigurationChangeError: Error, Hashable, Sendable, CustomStringCon
   case notALearner(NodeID)
   case notAMember(NodeID)
   case removesLastVoter(NodeID)
+  case tooManyMembers(limit: Int)
+  case contextTooLarge(bytes: Int, limit: Int)
 
   public var description: String {
     switch self {
@@ -129,6 +136,10 @@ public enum ConfigurationChangeError: Error, Hashable, Sendable, CustomStringCon
     case .notALearner(let id): "\(id) is not a learner"
     case .notAMember(let id): "\(id) is not a member"
     case .removesLastVoter(let id): "removing \(id) would leave no voters"
+    case .tooManyMembers(let limit):
+      "the cluster already has the maximum of \(limit) members (voters and learners)"
+    case .contextTooLarge(let bytes, let limit):
+      "member details of \(bytes) bytes exceed the \(limit)-byte limit"
     }
   }
 }
@@ -137,7 +148,15 @@ public enum ConfigurationChangeError: Error, Hashable, Sendable, CustomStringCon
 
 extension Configuration {
   static let encodingVersion: UInt8 = 1
-  /// Bounds what a corrupt length can make a decoder allocate.
+  /// The most members (voters and learners together) a configuration may have: every membership
+  /// change is checked against it before it is proposed (`applying`). etcd recommends at most seven
+  /// voters and allows one learner by default; this bound leaves room for large learner fleets while
+  /// keeping a configuration entry small (each member costs every heartbeat round and every
+  /// progress table row).
+  public static let maxMembers = 128
+  /// What the encoder writes and the decoder accepts (a format bound, above `maxMembers` so that
+  /// whatever `applying` lets through is always decodable, and data written before `maxMembers`
+  /// existed still loads). A corrupt length cannot make a decoder allocate more.
   public static let memberCountLimit = 1024
   public static let contextSizeLimit = 64 * 1024
 
@@ -148,6 +167,8 @@ extension Configuration {
   }
 
   public func encode(into writer: inout ByteWriter) {
+    // `applying` keeps every configuration within what `init(from:)` accepts.
+    precondition(members.count <= Self.memberCountLimit, "\(members.count) members exceed the encoding bound")
     writer.write(Self.encodingVersion)
     writer.write(UInt32(members.count))
     for member in members {

@@ -29,6 +29,20 @@ public struct Message: Sendable, CustomStringConvertible {
     /// A follower asks the leader for a read index on behalf of one of its clients.
     case readIndexRequest(ReadIndexRequest)
     case readIndexResponse(ReadIndexResponse)
+    /// "Did you tell `candidate` to campaign?", asked of the leader before acting on a transfer: by
+    /// the node told to campaign, and by a voter asked to ignore its lease for that campaign. The
+    /// answer comes back only if the leader really sent the order; the nonce, sent to the leader's
+    /// configured address, is what a peer forging the leader's identity cannot see.
+    case transferCheck(TransferCheck)
+    /// The leader's confirmation, echoing the check's nonce.
+    case transferConfirm(nonce: UInt64)
+    /// "The leader is this node": sent by a member in a leader's lease to a member that campaigns
+    /// anyway. A node whose configuration lags (it missed the entry that added that leader) would
+    /// otherwise refuse that leader's messages for as long as it leads.
+    case leaderHint(leader: NodeID)
+    /// "Who leads?", asked of the members a node knows when a leader it does not know keeps
+    /// contacting it (its configuration may lag); answered with a `leaderHint`.
+    case leaderQuery
   }
 
   public var description: String { "\(from)->\(to) t\(term) \(body)" }
@@ -101,6 +115,20 @@ public struct HeartbeatResponse: Sendable, Hashable {
   public init(readRound: UInt64) { self.readRound = readRound }
 }
 
+public struct TransferCheck: Sendable, Hashable {
+  public var nonce: UInt64
+  /// The node that claims it was told to campaign.
+  public var candidate: NodeID
+  /// The term it campaigns in (one above the term the order was sent in).
+  public var campaignTerm: UInt64
+
+  public init(nonce: UInt64, candidate: NodeID, campaignTerm: UInt64) {
+    self.nonce = nonce
+    self.candidate = candidate
+    self.campaignTerm = campaignTerm
+  }
+}
+
 public struct ReadIndexRequest: Sendable, Hashable {
   public var requestID: UInt64
   public var mode: ReadMode
@@ -137,6 +165,10 @@ extension Message.Body: CustomStringConvertible {
     case .timeoutNow: "timeout-now"
     case .readIndexRequest(let r): "read-index(\(r.requestID) \(r.mode))"
     case .readIndexResponse(let r): "read-index-resp(\(r.requestID) \(r.result))"
+    case .transferCheck(let c): "transfer-check(\(c.candidate) t\(c.campaignTerm) #\(c.nonce))"
+    case .transferConfirm(let nonce): "transfer-confirm(#\(nonce))"
+    case .leaderHint(let leader): "leader-hint(\(leader))"
+    case .leaderQuery: "leader-query"
     }
   }
 }

@@ -82,7 +82,39 @@ extension RaftNode {
   /// `ReadTracker.leaseRevoked`).
   func sendTimeoutNow(to target: NodeID) {
     reads.leaseRevoked = true
+    timeoutNowSent = (target, term)
     send(to: target, .timeoutNow)
+  }
+
+  /// Asks `leader` to confirm that it ordered `check.candidate` to campaign (see `transferCheck`).
+  func askToConfirmTransfer(_ candidate: NodeID, campaignTerm: UInt64, voteRequest: Message?) {
+    guard let leader else { return }
+    let check = TransferCheck(nonce: random.next(), candidate: candidate, campaignTerm: campaignTerm)
+    pendingTransferCheck = (check, leader, voteRequest)
+    send(to: leader, .transferCheck(check))
+  }
+
+  /// The leader's side: confirms only the order it really sent.
+  func handleTransferCheck(from peer: NodeID, _ check: TransferCheck) {
+    guard let sent = timeoutNowSent, sent.target == check.candidate, check.campaignTerm == sent.term + 1
+    else {
+      return
+    }
+    send(to: peer, .transferConfirm(nonce: check.nonce))
+  }
+
+  func handleTransferConfirm(from peer: NodeID, nonce: UInt64) {
+    guard let pending = pendingTransferCheck, pending.check.nonce == nonce, pending.leader == peer else {
+      return
+    }
+    pendingTransferCheck = nil
+    if let voteRequest = pending.voteRequest {
+      // A voter: the campaign was ordered by its leader, so its lease must not stand in the way.
+      confirmedTransfer = (pending.check.candidate, pending.check.campaignTerm)
+      receive(voteRequest)
+    } else if role == .follower, isPromotable, term + 1 == pending.check.campaignTerm {
+      campaign(isTransfer: true)
+    }
   }
 
   func abortLeadershipTransfer() {

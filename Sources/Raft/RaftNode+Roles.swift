@@ -129,11 +129,41 @@ extension RaftNode {
   /// Dispatches an incoming message after the term rules of Raft §5.1 (with the pre-vote and lease
   /// exceptions of thesis §9.6 and §4.2.3).
   func receive(_ message: Message) {
+    // Transfer checks name the terms they are about, and are answered whatever the current term.
+    switch message.body {
+    case .transferCheck(let check):
+      handleTransferCheck(from: message.from, check)
+      return
+    case .transferConfirm(let nonce):
+      handleTransferConfirm(from: message.from, nonce: nonce)
+      return
+    case .leaderHint(let hinted):
+      if !log.configurations.latest.contains(hinted), message.term >= term {
+        vouchedLeader = (hinted, message.term)
+      }
+      return
+    case .leaderQuery:
+      if let leader, leader != message.from { send(to: message.from, .leaderHint(leader: leader)) }
+      return
+    default:
+      break
+    }
     if message.term > term {
       switch message.body {
       case .voteRequest(let request):
-        if inLease && !request.isLeadershipTransfer {
-          return  // A leader is alive: do not let this candidate depose it.
+        if inLease {
+          // A leader is alive: do not let this candidate depose it, unless the leader itself
+          // ordered the campaign (a leadership transfer), which it must first confirm.
+          guard request.isLeadershipTransfer, !request.isPreVote else {
+            hintLeader(to: message.from)
+            return
+          }
+          guard let confirmed = confirmedTransfer, confirmed.candidate == message.from,
+            confirmed.term == message.term
+          else {
+            askToConfirmTransfer(message.from, campaignTerm: message.term, voteRequest: message)
+            return
+          }
         }
         if !request.isPreVote {
           becomeFollower(term: message.term, leader: nil)
@@ -180,18 +210,38 @@ extension RaftNode {
       guard role == .leader else { return }
       handleHeartbeatResponse(from: message.from, response)
     case .timeoutNow:
-      // Only the leader of this term sends it; campaign at once, skipping pre-vote.
+      // Only the leader of this term sends it (`refusal(of:)` checks the claim); confirm it with that
+      // leader, then campaign at once, skipping pre-vote.
       guard role == .follower, isPromotable, message.from == leader else { return }
-      campaign(isTransfer: true)
+      askToConfirmTransfer(id, campaignTerm: term + 1, voteRequest: nil)
     case .readIndexRequest(let request):
       handleReadIndexRequest(from: message.from, request)
     case .readIndexResponse(let response):
       handleReadIndexResponse(from: message.from, response)
+    case .transferCheck, .transferConfirm, .leaderHint, .leaderQuery:
+      break  // Handled above.
+    }
+  }
+
+  /// Names the live leader to a member that campaigns in spite of it: its configuration may lag
+  /// and not list that leader (see `Message.Body.leaderHint`).
+  func hintLeader(to candidate: NodeID) {
+    guard let leader, leader != candidate, log.configurations.latest.contains(candidate) else { return }
+    send(to: candidate, .leaderHint(leader: leader))
+  }
+
+  /// Asks every member this node knows who leads (at most once per election timeout).
+  func askWhoLeads() {
+    guard ticks >= nextLeaderQueryTick else { return }
+    nextLeaderQueryTick = ticks + UInt64(options.electionTimeoutTicks)
+    for member in log.configurations.latest.members where member.id != id {
+      send(to: member.id, .leaderQuery)
     }
   }
 
   /// Called for every append, heartbeat or snapshot of the current term: its sender is the leader.
   func followLeader(_ sender: NodeID) {
+    // `refusal(of:)` drops a second leader's messages before they get here.
     precondition(role != .leader, "two leaders in term \(term): \(id) and \(sender)")
     if role != .follower || leader != sender {
       becomeFollower(term: term, leader: sender)

@@ -35,6 +35,21 @@ public final class RaftNode {
   /// Votes received in the current (pre-)campaign, one per voter, granted or not.
   var votes: [(voter: NodeID, granted: Bool)] = []
   var campaignIsTransfer = false
+  /// The last TimeoutNow this node sent as leader: to whom, in which term. Kept across role changes,
+  /// since the candidate's checks can arrive after this node stepped down for it.
+  var timeoutNowSent: (target: NodeID, term: UInt64)?
+  /// The transfer this node asked its leader to confirm: the nonce, and the campaign message to act
+  /// on once confirmed (nil when this node is the one told to campaign).
+  var pendingTransferCheck: (check: TransferCheck, leader: NodeID, voteRequest: Message?)?
+  /// A transfer campaign the leader confirmed to this node as a voter: its vote request may pass
+  /// the lease.
+  var confirmedTransfer: (candidate: NodeID, term: UInt64)?
+  /// Members this node may hear from while it is outside its own configuration (joining).
+  var joinTrust: Set<NodeID> = []
+  /// A leader outside this node's configuration that a member named (`leaderHint`), and the term.
+  var vouchedLeader: (id: NodeID, term: UInt64)?
+  /// `leaderQuery` is sent at most once per election timeout; not before this tick.
+  var nextLeaderQueryTick: UInt64 = 0
   /// Leader only: one entry per other member, sorted by id.
   var progress: [Progress] = []
   var transferTarget: NodeID?
@@ -90,12 +105,21 @@ public final class RaftNode {
     checkInvariants()
   }
 
-  /// Handles a message from another node.
-  public func step(_ message: Message) {
-    precondition(message.to == id, "message for \(message.to) delivered to \(id)")
-    guard message.from != id else { return }
+  /// Handles a message from another node. A message that no correct member of this group could
+  /// have sent (see `MessageRefusal`) changes nothing and is returned as refused, for the caller to
+  /// count and log: peers' input never reaches the core's preconditions.
+  @discardableResult
+  public func step(_ message: Message) -> MessageRefusal? {
+    guard message.from != id else { return nil }
+    if let refusal = refusal(of: message) {
+      // A leader this node does not know: its own configuration may lag. Ask the members it knows
+      // (they vouch for the leader, or not); a stranger gets nothing more than this question.
+      if refusal == .unknownSender, message.body.isFromLeader { askWhoLeads() }
+      return refusal
+    }
     receive(message)
     checkInvariants()
+    return nil
   }
 
   /// Proposes one command. On success the entry is appended at the returned position; it has been

@@ -67,11 +67,15 @@ public struct RaftOptions: Sendable {
   public static let skipUpToDateCheck = PlantedBugs(rawValue: 1 << 2)
   /// Answer ReadIndex requests at once, without the heartbeat round that confirms leadership.
   public static let readIndexWithoutHeartbeat = PlantedBugs(rawValue: 1 << 3)
+  /// Take messages from senders outside the configuration (the behaviour before validation at the
+  /// boundary): a byzantine outsider's forged appends then rewrite followers' logs.
+  public static let acceptNonMembers = PlantedBugs(rawValue: 1 << 4)
 
   public static let all: [(String, PlantedBugs)] = [
     ("grantTwoVotesPerTerm", .grantTwoVotesPerTerm),
     ("commitEarlierTermByCounting", .commitEarlierTermByCounting),
     ("skipUpToDateCheck", .skipUpToDateCheck),
     ("readIndexWithoutHeartbeat", .readIndexWithoutHeartbeat),
+    ("acceptNonMembers", .acceptNonMembers),
   ]
 }

@@ -1,6 +1,8 @@
 import CoreMetrics
 import NIOConcurrencyHelpers
 import Prometheus
+import Raft
+import RaftTransport
 
 /// The node's metrics, in its own Prometheus registry (so several nodes can live in one test process
 /// without a global metrics bootstrap).
@@ -29,6 +31,10 @@ final class NodeMetrics: Sendable {
   let droppedPeerMessages: CoreMetrics.Gauge
   let openConnections: CoreMetrics.Gauge
   let refusedConnections: CoreMetrics.Counter
+  /// Peer messages the core refused (`MessageRefusal`), by reason.
+  let refusedPeerMessages: [MessageRefusal: CoreMetrics.Counter]
+  /// Peer connections the transport closed or refused (`TransportRefusal`), by reason.
+  let refusedPeerConnections: [TransportRefusal.Reason: CoreMetrics.Counter]
 
   init() {
     var factory = PrometheusMetricsFactory(registry: registry)
@@ -53,6 +59,19 @@ final class NodeMetrics: Sendable {
     droppedPeerMessages = CoreMetrics.Gauge(label: "raftdb_transport_dropped_messages", factory: factory)
     openConnections = CoreMetrics.Gauge(label: "raftdb_http_open_connections", factory: factory)
     refusedConnections = CoreMetrics.Counter(label: "raftdb_http_refused_connections_total", factory: factory)
+    var refusedMessages: [MessageRefusal: CoreMetrics.Counter] = [:]
+    for reason in MessageRefusal.all {
+      refusedMessages[reason] = CoreMetrics.Counter(
+        label: "raftdb_peer_messages_refused_total", dimensions: [("reason", reason.label)], factory: factory)
+    }
+    refusedPeerMessages = refusedMessages
+    var refusedPeers: [TransportRefusal.Reason: CoreMetrics.Counter] = [:]
+    for reason in TransportRefusal.Reason.allCases {
+      refusedPeers[reason] = CoreMetrics.Counter(
+        label: "raftdb_peer_connections_refused_total", dimensions: [("reason", reason.rawValue)],
+        factory: factory)
+    }
+    refusedPeerConnections = refusedPeers
   }
 
   /// Counts a request by route and status and records its latency by route.

@@ -1,5 +1,6 @@
 import Foundation
 import KVStore
+import Logging
 import Raft
 import RaftStorage
 import RaftTransport
@@ -136,7 +137,9 @@ extension RaftDBNode: TransportDelegate {
   public func transportReceived(_ messages: [Message]) {
     loop.execute {
       guard !self.stopped else { return }
-      for message in messages { self.raft.step(message) }
+      for message in messages {
+        if let refusal = self.raft.step(message) { self.refused(message, refusal) }
+      }
       self.scheduleProcessReady()
     }
   }
@@ -172,7 +175,7 @@ extension RaftDBNode: TransportDelegate {
         self.stagedSnapshots[index] = nil
       }
       self.stagedSnapshots[sink.metadata.index] = sink
-      self.raft.step(snapshot.message)
+      if let refusal = self.raft.step(snapshot.message) { self.refused(snapshot.message, refusal) }
       self.processReady()
       // The core declined it (it already has that much of the log): throw the file away.
       if let unused = self.stagedSnapshots.removeValue(forKey: sink.metadata.index) { unused.abort() }
@@ -180,7 +183,69 @@ extension RaftDBNode: TransportDelegate {
   }
 }
 
+extension RaftDBNode {
+  public func transportHasSpace(forSnapshotBytes bytes: UInt64) -> Bool {
+    guard let free = freeBytes(atPath: options.dataDirectory) else { return true }
+    let (needed, overflow) = bytes.addingReportingOverflow(options.snapshotDiskReserveBytes)
+    return !overflow && needed <= free
+  }
+
+  public func transportRefused(_ refusal: TransportRefusal) {
+    metrics.refusedPeerConnections[refusal.reason]?.increment()
+    loop.execute {
+      let interval = self.refusalLog.interval
+      self.refusalLog.record("connection:" + refusal.reason.rawValue) { heldBack in
+        self.logger.warning(
+          "refused a peer connection: \(refusal.detail)\(Logger.heldBackSuffix(heldBack, interval: interval))",
+          metadata: ["remote": "\(refusal.remote)", "reason": "\(refusal.reason.rawValue)"])
+      }
+      if refusal.reason == .acceptFailed { self.stepDownForResourceExhaustion(refusal.detail) }
+    }
+  }
+
+  /// A leader that cannot accept connections (out of file descriptors) hands its leadership to the
+  /// most caught-up voter rather than keep the cluster waiting on it.
+  func stepDownForResourceExhaustion(_ reason: String) {
+    guard raft.isLeader else { return }
+    let status = raft.status
+    let candidate = status.followers
+      .filter { status.configuration.isVoter($0.id) && $0.recentlyActive }
+      .max { $0.matchIndex < $1.matchIndex }
+    guard let candidate else {
+      logger.error("cannot accept connections (\(reason)) and no voter to hand leadership to")
+      return
+    }
+    logger.error(
+      "cannot accept connections (\(reason)); handing leadership to \(raft.configuration.info(of: candidate.id)?.name ?? "\(candidate.id)")"
+    )
+    try? raft.transferLeadership(to: candidate.id)
+    processReady()
+  }
+
+  /// Counts a peer message the core refused and logs it (rate-limited: a flood costs a counter each).
+  func refused(_ message: Message, _ refusal: MessageRefusal) {
+    metrics.refusedPeerMessages[refusal]?.increment()
+    let interval = refusalLog.interval
+    refusalLog.record(refusal.label) { heldBack in
+      logger.warning(
+        "refused a peer message: \(refusal)\(Logger.heldBackSuffix(heldBack, interval: interval))",
+        metadata: ["message": "\(message.description.prefix(200))", "reason": "\(refusal.label)"])
+    }
+  }
+}
+
 extension LockedSnapshotSink: SnapshotSink {}
+
+/// Free bytes for unprivileged use on the file system holding `path`, or nil if unknown.
+func freeBytes(atPath path: String) -> UInt64? {
+  #if canImport(Glibc)
+    var stats = statvfs()
+    guard statvfs(path, &stats) == 0 else { return nil }
+    return UInt64(stats.f_bavail) &* UInt64(stats.f_frsize)
+  #else
+    return nil
+  #endif
+}
 
 /// Hands memory freed by compaction back to the system. Compaction frees the log entries of a whole
 /// snapshot interval at once, allocated and freed on different threads (glibc keeps per-thread

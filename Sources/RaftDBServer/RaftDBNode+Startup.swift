@@ -86,9 +86,13 @@ extension RaftDBNode {
       options: options, logger: logger, networkGroup: networkGroup, writer: writer, metrics: metrics,
       raft: raft,
       machine: machine, onFatalError: onFatalError)
+    var transportOptions = TransportOptions()
+    transportOptions.maxInboundConnections = options.maxPeerConnections
+    transportOptions.maxSnapshotBytes = options.maxSnapshotBytes
     node.transport = PeerTransport(
       localID: node.id, advertisedAddress: options.raftAddress, group: node.loopGroup,
-      options: TransportOptions(), logger: logger, delegate: node)
+      options: transportOptions, logger: logger, delegate: node)
+    node.transport.updateAdmission(node.currentAdmission)
     try await node.transport.listen(host: raftHost, port: raftPort)
     writer.start()
     let role: String = try await node.loop.submit {
@@ -136,6 +140,14 @@ extension RaftDBNode {
       guard running else { return }
       attempt += 1
       do {
+        // Before the configuration reaches it, a joining node hears only from the members the
+        // seed names (a stranger cannot feed it a log or a term meanwhile).
+        let status = try await client.status()
+        let members = status.members.map { MemberInfo.nodeID(forName: $0.id) }
+        try await loop.submit {
+          self.raft.trustWhileJoining(members)
+          self.publishAdmission()
+        }.get()
         try await client.join(
           id: options.name, raftAddress: options.raftAddress, httpAddress: options.httpAddress,
           voter: !options.joinAsLearner)

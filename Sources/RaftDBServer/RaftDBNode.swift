@@ -57,10 +57,15 @@ public final class RaftDBNode: @unchecked Sendable {
   var restoringSnapshot = false
   var completionsDeferredByRestore: [() -> Void] = []
   var lastSoftState: SoftState?
+  var lastAdmission: PeerAdmission?
+  /// The newest configuration's members, kept as a set for `currentAdmission`.
+  var admissionMembers: Set<NodeID> = []
   var ticker: RepeatedTask?
   /// When the core was last ticked (see `catchUpTicks`).
   var lastTick = NIODeadline.now()
   var stopped = false
+  /// Refused peer input, logged at most once per reason per interval (every refusal is counted).
+  var refusalLog = RateLimitedLog<String>()
   /// Called once after a fatal error; the executable exits so that a supervisor restarts it.
   let onFatalError: @Sendable (String) -> Void
 
@@ -137,7 +142,28 @@ public final class RaftDBNode: @unchecked Sendable {
       if !ready.committedEntries.isEmpty { apply(ready.committedEntries) }
       for state in ready.readStates { readAnswered(state) }
     }
+    publishAdmission()
     maybeTakeSnapshot()
+  }
+
+  /// Who the transport should accept connections from, as of now.
+  var currentAdmission: PeerAdmission {
+    var admission = PeerAdmission()
+    admission.members = admissionMembers
+    admission.trusted = raft.trustedPeersOutsideConfiguration
+    admission.admitsStrangers = false
+    admission.term = raft.currentTerm
+    admission.leader = raft.knownLeader
+    return admission
+  }
+
+  /// Tells the transport when who may connect changed (a configuration, a term, a leader, or the
+  /// grace for unknown leaders running out).
+  func publishAdmission() {
+    let admission = currentAdmission
+    guard admission != lastAdmission else { return }
+    lastAdmission = admission
+    transport.updateAdmission(admission)
   }
 
   private func persist(_ ready: Ready) {
@@ -254,15 +280,15 @@ public final class RaftDBNode: @unchecked Sendable {
     for (promise, outcome) in answered { promise.succeed(outcome) }
     answered.removeAll(keepingCapacity: true)
     serveReadsAwaitingApply()
-    metrics.appliedIndex.record(Int64(machine.appliedIndex))
-    metrics.commitIndex.record(Int64(raft.commitIndex))
+    metrics.appliedIndex.record(Int64(clamping: machine.appliedIndex))
+    metrics.commitIndex.record(Int64(clamping: raft.commitIndex))
     metrics.keys.record(Int64(machine.count))
   }
 
   private func softStateChanged(_ soft: SoftState) {
     let previous = lastSoftState
     lastSoftState = soft
-    metrics.term.record(Int64(soft.term))
+    metrics.term.record(Int64(clamping: soft.term))
     metrics.isLeader.record(soft.role == .leader ? 1 : 0)
     if previous?.leader != soft.leader {
       metrics.leaderChanges.increment()
@@ -278,6 +304,7 @@ public final class RaftDBNode: @unchecked Sendable {
   }
 
   func configurationChanged(_ configuration: Configuration) {
+    admissionMembers = Set(configuration.members.map(\.id))
     var peers: [NodeID: String] = [:]
     for (member, info) in configuration.memberInfos where member.id != id && !info.raftAddress.isEmpty {
       peers[member.id] = info.raftAddress

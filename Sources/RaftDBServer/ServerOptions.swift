@@ -37,6 +37,13 @@ public struct ServerOptions: Sendable {
   public var maxConnections = 4096
   /// Client connections that send nothing for this long (while not awaiting an answer) are closed.
   public var httpIdleTimeoutSeconds = 60
+  /// Inbound peer connections open at once; more are closed as they arrive (docs/SECURITY.md).
+  public var maxPeerConnections = 256
+  /// The largest snapshot this node accepts from its leader.
+  public var maxSnapshotBytes: UInt64 = 64 << 30
+  /// Free space kept on the data directory's file system beyond a snapshot being received: a
+  /// snapshot that would eat into it is refused before any of it is written.
+  public var snapshotDiskReserveBytes: UInt64 = 256 << 20
   /// How long a client request may wait for commit or a read confirmation.
   public var requestTimeoutMillis = 5000
   /// Proposals refused (503) beyond this many bytes of uncommitted log.

@@ -75,6 +75,10 @@ extension ClusterSimulation {
     case .heal:
       try heal()
 
+    case .byzantine:
+      scheduleRecurring(.byzantine, every: options.byzantineIntervalTicks)
+      try sendByzantineMessage()
+
     case .postHealCheck:
       try checkPostHeal()
     }
@@ -250,13 +254,18 @@ extension ClusterSimulation {
     report.fingerprint = Fingerprint.combine(
       report.fingerprint, message.from.rawValue << 32 | message.to.rawValue)
     record(.deliver(message))
+    if options.byzantine != nil { remember(message) }
     if case .installSnapshot(let metadata) = message.body, let snapshot {
       target.stagedSnapshot = (metadata, snapshot)
       queue.schedule(
         at: now + 1,
         .snapshotReport(slot: senderSlot, incarnation: sender.incarnation, peer: message.to, succeeded: true))
     }
-    raft.step(message)
+    if let refusal = raft.step(message) {
+      // A genuine message refused: legitimate only for stale senders (a removed member, say); the
+      // trace shows it for diagnosis.
+      record(.note("\(message.to) refused \(message): \(refusal)"))
+    }
     try process(target)
   }
 }

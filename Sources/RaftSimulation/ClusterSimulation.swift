@@ -23,6 +23,7 @@ public final class ClusterSimulation {
     case transfer
     case heal
     case postHealCheck
+    case byzantine
   }
 
   let options: SimulationOptions
@@ -43,6 +44,9 @@ public final class ClusterSimulation {
   var nextRequestID: UInt64 = 1
   var postHeal = PostHealProgress()
   var finished = false
+  /// Genuine messages recently delivered, which the byzantine peer replays and mutates.
+  var recentMessages: [Message] = []
+  var recentMessagesNext = 0
 
   struct PostHealProgress {
     var leader: NodeID?
@@ -110,6 +114,7 @@ public final class ClusterSimulation {
     scheduleRecurring(.crash, every: Double(faults.crashIntervalTicks))
     scheduleRecurring(.membershipChange, every: Double(faults.membershipChangeIntervalTicks))
     scheduleRecurring(.transfer, every: Double(faults.transferIntervalTicks))
+    if options.byzantine != nil { scheduleRecurring(.byzantine, every: options.byzantineIntervalTicks) }
     queue.schedule(at: healTime, .heal)
   }
 
@@ -153,6 +158,9 @@ public final class ClusterSimulation {
     raftOptions.plantedBugs = options.plantedBugs
     let stored = node.disk.storedState
     let raft = RaftNode(options: raftOptions, stored: stored)
+    // A joining server learns the members from the node it asks to join through (the server's
+    // -join does the same); it hears from no one else before the configuration reaches it.
+    raft.trustWhileJoining(nodes.map(\.id))
     node.raft = raft
     node.machine = node.disk.snapshotMachine
     node.snapshot = (node.disk.snapshot, node.disk.snapshotMachine)

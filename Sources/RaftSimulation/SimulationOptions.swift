@@ -23,6 +23,11 @@ public struct SimulationOptions: Sendable {
   @_spi(Testing) public var plantedBugs: PlantedBugs = []
   /// How many of the last events a failure report shows.
   public var traceCapacity = 60
+  /// A byzantine peer that sends random, mutated and replayed messages during the fault phase;
+  /// nil for none.
+  public var byzantine: ByzantineMode?
+  /// Mean ticks between two of its messages.
+  public var byzantineIntervalTicks = 0.2
 
   public init(seed: UInt64, nodeCount: Int) {
     precondition(nodeCount >= 1)
@@ -116,4 +121,15 @@ public struct FaultProfile: Sendable, CustomStringConvertible {
       + "crashAll=\(crashAllProbability) leaderCrash=\(newLeaderCrashProbability) msgBytes=\(maxMessageBytes) torn=\(tornWriteProbability) membership=\(membershipChangeIntervalTicks) "
       + "transfer=\(transferIntervalTicks) snapshotEvery=\(snapshotEveryEntries)"
   }
+}
+
+/// What the simulator's byzantine peer may forge.
+public enum ByzantineMode: Sendable, Hashable {
+  /// Forged messages carry senders outside every configuration (a stranger on the peer network),
+  /// and genuine messages are replayed. Raft's safety must hold for the honest nodes.
+  case outsider
+  /// Forged messages may also claim to come from members. Without peer authentication no protocol
+  /// can keep its safety against that (docs/SECURITY.md), so the checker's safety verdicts are not
+  /// the point: what must hold is that no input traps a node.
+  case spoofer
 }

@@ -39,6 +39,9 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
   public var membershipChanges = 0
   public var leadershipTransfers = 0
   public var snapshotsInstalled = 0
+  /// Messages the byzantine peer sent, and how many of them the receivers' cores refused.
+  public var byzantineMessages = 0
+  public var byzantineRefused = 0
   public var violation: Violation?
   /// The last events before the end of the run, oldest first.
   public var trace: [String] = []
@@ -53,6 +56,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
       + "time=\(simulatedMicros / 1000)ms proposals=\(proposalsAccepted)/\(proposalsAcknowledged) acked "
       + "reads=\(readsServed) elections=\(leaderElections) crashes=\(crashes) partitions=\(partitions) "
       + "membership=\(membershipChanges) transfers=\(leadershipTransfers) snapshots=\(snapshotsInstalled)"
+      + (byzantineMessages > 0 ? " byzantine=\(byzantineMessages)/\(byzantineRefused) refused" : "")
     if let violation {
       text +=
         "\n  violation: \(violation)\n  faults: \(faults)\n  replay: raft-sim --nodes \(nodeCount) --seed \(seed) --trace"

@@ -16,6 +16,8 @@ public enum SimulationSuite {
     public var snapshotsInstalled = 0
     public var proposalsAcknowledged = 0
     public var readsServed = 0
+    public var byzantineMessages = 0
+    public var byzantineRefused = 0
     /// Failing runs, lowest seed first.
     public var failures: [SimulationReport] = []
 
@@ -23,7 +25,10 @@ public enum SimulationSuite {
       "\(nodeCount)-node cluster: \(seeds) seeds, \(events) events, \(simulatedMicros / 1_000_000)s simulated, "
         + "\(elections) elections, \(crashes) crashes, \(partitions) partitions, \(membershipChanges) membership "
         + "changes, \(transfers) transfers, \(snapshotsInstalled) snapshots installed, \(proposalsAcknowledged) "
-        + "writes acknowledged, \(readsServed) reads checked: \(failures.isEmpty ? "all passed" : "\(failures.count) FAILED")"
+        + "writes acknowledged, \(readsServed) reads checked"
+        + (byzantineMessages > 0
+          ? ", \(byzantineMessages) byzantine messages (\(byzantineRefused) refused)" : "")
+        + ": \(failures.isEmpty ? "all passed" : "\(failures.count) FAILED")"
     }
 
     mutating func add(_ report: SimulationReport) {
@@ -38,6 +43,8 @@ public enum SimulationSuite {
       snapshotsInstalled += report.snapshotsInstalled
       proposalsAcknowledged += report.proposalsAcknowledged
       readsServed += report.readsServed
+      byzantineMessages += report.byzantineMessages
+      byzantineRefused += report.byzantineRefused
       if !report.passed { failures.append(report) }
     }
   }

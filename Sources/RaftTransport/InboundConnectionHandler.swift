@@ -22,17 +22,27 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   private let localID: NodeID
   private let delegate: any TransportDelegate
   private let logger: Logger
+  private let options: TransportOptions
+  private let progress: InboundConnectionProgress
+  /// Who may connect, as the node last published it.
+  private let admission: @Sendable () -> PeerAdmission
   private let learnAddress: @Sendable (NodeID, String) -> Void
   private var state = State.awaitingHello
   private var batch: [Message] = []
 
   init(
     localID: NodeID, delegate: any TransportDelegate, logger: Logger,
+    options: TransportOptions = TransportOptions(),
+    progress: InboundConnectionProgress = InboundConnectionProgress(),
+    admission: @escaping @Sendable () -> PeerAdmission = { PeerAdmission() },
     learnAddress: @escaping @Sendable (NodeID, String) -> Void = { _, _ in }
   ) {
     self.localID = localID
     self.delegate = delegate
     self.logger = logger
+    self.options = options
+    self.progress = progress
+    self.admission = admission
     self.learnAddress = learnAddress
   }
 
@@ -50,11 +60,30 @@ final class InboundConnectionHandler: ChannelInboundHandler {
       guard hello.to == localID else {
         throw WireError.malformed("connection for \(hello.to) reached \(localID) (stale address?)")
       }
-      if !hello.advertisedAddress.isEmpty { learnAddress(hello.from, hello.advertisedAddress) }
+      let admission = admission()
+      if admission.clusterID != 0, hello.clusterID != 0, hello.clusterID != admission.clusterID {
+        throw PeerRefusal(
+          reason: .wrongCluster,
+          detail:
+            "peer \(hello.from) belongs to cluster \(hello.clusterID), this node to \(admission.clusterID)")
+      }
+      guard admission.admits(hello.from) else {
+        throw PeerRefusal(
+          reason: .unknownPeer, detail: "\(hello.from) is not a member of this node's configuration")
+      }
+      if !hello.advertisedAddress.isEmpty, !admission.members.contains(hello.from) {
+        learnAddress(hello.from, hello.advertisedAddress)
+      }
+      progress.helloAccepted = true
       state = hello.kind == .messages ? .messages(from: hello.from) : .snapshotHeader(from: hello.from)
     case (.messages(let from), .message(let message)):
       guard message.from == from, message.to == localID else {
         throw WireError.malformed("message \(message.from)->\(message.to) on a stream from \(from)")
+      }
+      // A snapshot's message travels only on a snapshot stream, with the data it describes; here it
+      // would make the core accept a snapshot this node does not hold.
+      if case .installSnapshot = message.body {
+        throw WireError.malformed("installSnapshot on a message stream")
       }
       batch.append(message)
     case (.snapshotHeader(let from), .message(let message)):
@@ -62,10 +91,25 @@ final class InboundConnectionHandler: ChannelInboundHandler {
       else {
         throw WireError.malformed("snapshot stream must start with an installSnapshot message")
       }
+      guard admission().admitsSnapshot(from: from, term: message.term) else {
+        throw PeerRefusal(
+          reason: .snapshotNotFromLeader,
+          detail: "snapshot \(metadata.index) offered by \(from), not the leader")
+      }
       state = .done  // Until the sink exists.
       let sink = try delegate.transportBeginReceivingSnapshot(from: from, metadata: metadata)
       state = .snapshotData(from: from, message: message, sink: sink, expected: 0, received: 0)
     case (.snapshotData(let from, let message, let sink, 0, 0), .snapshotBegin(_, let size)):
+      guard size <= options.maxSnapshotBytes else {
+        throw PeerRefusal(
+          reason: .snapshotTooLarge,
+          detail: "snapshot of \(size) bytes exceeds the \(options.maxSnapshotBytes)-byte limit")
+      }
+      guard delegate.transportHasSpace(forSnapshotBytes: size) else {
+        throw PeerRefusal(
+          reason: .snapshotTooLarge,
+          detail: "no room on disk for a snapshot of \(size) bytes (with the reserve)")
+      }
       state = .snapshotData(from: from, message: message, sink: sink, expected: size, received: 0)
     case (
       .snapshotData(let from, let message, let sink, let expected, let received), .snapshotChunk(var chunk)
@@ -111,12 +155,34 @@ final class InboundConnectionHandler: ChannelInboundHandler {
     context.fireChannelInactive()
   }
 
+  /// Closes the connection and reports why (the node counts it and logs it, rate-limited: a
+  /// stranger's flood must not become a flood of log lines).
   private func refuse(context: ChannelHandlerContext, _ error: any Error) {
     if case .snapshotData(_, _, let sink, _, _) = state { sink.abort() }
     state = .done
-    logger.warning(
-      "closing peer connection: \(error)",
-      metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+    // A connection already closed (by a deadline, or by the peer) has nothing more worth reporting.
+    guard !didRefuse, context.channel.isActive else { return }
+    didRefuse = true
+    let remote = context.remoteAddress.map { "\($0)" } ?? "?"
+    let refusal: TransportRefusal
+    switch error {
+    case let peer as PeerRefusal:
+      refusal = TransportRefusal(reason: peer.reason, remote: remote, detail: peer.detail)
+    case WireError.bufferBudgetExhausted:
+      refusal = TransportRefusal(reason: .bufferBudget, remote: remote, detail: "\(error)")
+    default:
+      refusal = TransportRefusal(reason: .malformed, remote: remote, detail: "\(error)")
+    }
+    delegate.transportRefused(refusal)
     context.close(promise: nil)
   }
+
+  private var didRefuse = false
+}
+
+/// A refusal decided by the connection handler (rather than a decoding error).
+struct PeerRefusal: Error, CustomStringConvertible {
+  var reason: TransportRefusal.Reason
+  var detail: String
+  var description: String { detail }
 }

@@ -20,6 +20,9 @@ public final class PeerTransport: Sendable {
   /// does not list yet (this node is joining, or the peer was just added).
   private let learnedAddresses = NIOLockedValueBox<[NodeID: String]>([:])
   private let listener = NIOLockedValueBox<(any Channel)?>(nil)
+  private let admission = NIOLockedValueBox(PeerAdmission())
+  private let inboundConnections = ConnectionCounter()
+  let bufferBudget: PeerBufferBudget
 
   public init(
     localID: NodeID, advertisedAddress: String = "", group: any EventLoopGroup,
@@ -31,7 +34,28 @@ public final class PeerTransport: Sendable {
     self.options = options
     self.logger = logger
     self.delegate = delegate
+    bufferBudget = PeerBufferBudget(limitBytes: options.maxBufferedInboundBytes)
   }
+
+  /// Who may connect (see `PeerAdmission`). Addresses learned from peers no longer admitted are
+  /// forgotten, and peers dialled only because of them are closed by the next `setPeers`.
+  public func updateAdmission(_ new: PeerAdmission) {
+    let changed = admission.withLockedValue { current in
+      defer { current = new }
+      return current != new
+    }
+    if changed && !new.admitsStrangers {
+      learnedAddresses.withLockedValue { learned in
+        learned = learned.filter { new.trusted.contains($0.key) && !new.members.contains($0.key) }
+      }
+    }
+  }
+
+  /// Addresses learned from strangers' hellos (for tests and metrics).
+  var learnedAddressCount: Int { learnedAddresses.withLockedValue { $0.count } }
+
+  /// Inbound peer connections open now.
+  public var inboundConnectionCount: Int { inboundConnections.count }
 
   /// Starts listening; returns the bound address (useful with port 0).
   @discardableResult
@@ -40,22 +64,54 @@ public final class PeerTransport: Sendable {
     let delegate = delegate
     let logger = logger
     let maxFrameBytes = options.maxFrameBytes
+    let options = options
     let learned = learnedAddresses
+    let maxLearned = options.maxLearnedAddresses
     let learnAddress: @Sendable (NodeID, String) -> Void = { peer, address in
-      learned.withLockedValue { $0[peer] = address }
+      learned.withLockedValue { addresses in
+        guard addresses[peer] != nil || addresses.count < maxLearned else { return }
+        addresses[peer] = address
+      }
     }
+    let admission = self.admission
+    let readAdmission: @Sendable () -> PeerAdmission = { admission.withLockedValue { $0 } }
+    let inbound = inboundConnections
+    let budget = bufferBudget
+    let maxInbound = options.maxInboundConnections
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(AcceptFailureHandler(delegate: delegate))
+        }
+      }
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
       .childChannelOption(.maxMessagesPerRead, value: 16)
       .childChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
+        let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
+        guard inbound.admit(limit: maxInbound) else {
+          delegate.transportRefused(
+            TransportRefusal(
+              reason: .tooManyConnections, remote: remote,
+              detail: "already \(maxInbound) inbound peer connections open"))
+          return channel.eventLoop.makeFailedFuture(TooManyPeerConnections())
+        }
+        channel.closeFuture.whenComplete { _ in inbound.release() }
+        return channel.eventLoop.makeCompletedFuture {
+          let progress = InboundConnectionProgress()
           let sync = channel.pipeline.syncOperations
-          try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
+          try sync.addHandler(
+            PeerConnectionGuard(progress: progress, options: options, budget: budget) { reason, detail in
+              delegate.transportRefused(TransportRefusal(reason: reason, remote: remote, detail: detail))
+            })
+          try sync.addHandler(
+            ByteToMessageHandler(
+              FrameDecoder(maxFrameBytes: maxFrameBytes, progress: progress, budget: budget)))
           try sync.addHandler(
             InboundConnectionHandler(
-              localID: localID, delegate: delegate, logger: logger, learnAddress: learnAddress))
+              localID: localID, delegate: delegate, logger: logger, options: options, progress: progress,
+              admission: readAdmission, learnAddress: learnAddress))
         }
       }
       .bind(host: host, port: port)
@@ -122,6 +178,9 @@ public final class PeerTransport: Sendable {
     }
   }
 
+  /// Peers the transport keeps a connection to (configured, or learned while joining).
+  public var outboundPeerCount: Int { peers.withLockedValue { $0.count } }
+
   func reportUnreachable(_ peer: NodeID) {
     delegate.transportPeerUnreachable(peer)
   }
@@ -166,6 +225,25 @@ public final class PeerTransport: Sendable {
       return Array(peers.values)
     }
     for peer in all { try? await peer.close().get() }
+  }
+}
+
+struct TooManyPeerConnections: Error {}
+
+/// Reports a listener that cannot accept (out of file descriptors, most often): NIO backs off and
+/// retries by itself, but the node must know, since a leader that cannot take connections should
+/// not keep the cluster waiting on it.
+private final class AcceptFailureHandler: ChannelInboundHandler {
+  typealias InboundIn = any Channel
+  let delegate: any TransportDelegate
+
+  init(delegate: any TransportDelegate) { self.delegate = delegate }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.fireChannelRead(data) }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    delegate.transportRefused(
+      TransportRefusal(reason: .acceptFailed, remote: "", detail: "cannot accept peer connections: \(error)"))
   }
 }
 

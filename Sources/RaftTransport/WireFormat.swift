@@ -1,13 +1,21 @@
 import NIOCore
 import Raft
 
-/// The peer protocol, version 1. Every frame is `[u32 length][u8 type][payload]`, where `length` counts
+/// The peer protocol, version 2. Every frame is `[u32 length][u8 type][payload]`, where `length` counts
 /// the type byte and the payload. A connection starts with a `hello` frame that names the protocol
-/// version, the stream kind and both node ids; after that a message stream carries `message` frames and
-/// a snapshot stream carries `snapshotBegin`, `snapshotChunk`s and `snapshotEnd`, answered by one
-/// `snapshotAck`. Anything else closes the connection.
+/// version, the stream kind, the cluster, the Raft group and both node ids; after that a message
+/// stream carries `message` frames (each addressed to a group) and a snapshot stream carries
+/// `snapshotBegin`, `snapshotChunk`s and `snapshotEnd`, answered by one `snapshotAck`. Anything else
+/// closes the connection. Version 2 added the cluster and group ids (version 1 had neither).
 public enum WireFormat {
-  public static let protocolVersion: UInt8 = 1
+  public static let protocolVersion: UInt8 = 2
+  /// The one Raft group a process runs today. Every message names its group, so that many groups
+  /// can later share one connection per pair of nodes; a frame for any other group is refused.
+  public static let singleGroupID: UInt32 = 1
+  /// The largest hello a sender can produce (fixed fields plus the longest advertised address).
+  /// Frames before a hello is accepted are held to this, so a stranger cannot make a node buffer
+  /// more than this per connection.
+  public static let maxHelloFrameBytes = 64 + maxAdvertisedAddressBytes
   /// "RFTD": lets a receiver tell a raftdb peer from a stray client before trusting any length.
   public static let magic: UInt32 = 0x5246_5444
   public static let frameHeaderBytes = 5
@@ -34,6 +42,11 @@ public enum WireFormat {
     /// Where the sender listens for peers, so that a node not yet told of it by a configuration (one
     /// that is joining) can still answer.
     public var advertisedAddress: String = ""
+    /// The sender's cluster; 0 while it does not know one yet (a node that is joining). A receiver
+    /// that knows its cluster refuses a hello from another.
+    public var clusterID: UInt64 = 0
+    /// The Raft group this stream belongs to (a snapshot stream) or that its messages default to.
+    public var groupID: UInt32 = singleGroupID
   }
 
   static let maxAdvertisedAddressBytes = 256
@@ -55,6 +68,8 @@ public enum WireError: Error, Sendable, CustomStringConvertible, Equatable {
   case unknownFrameType(UInt8)
   case badMagic(UInt32)
   case unsupportedVersion(UInt8)
+  case unknownGroup(UInt32)
+  case bufferBudgetExhausted(limit: Int)
   case malformed(String)
 
   public var description: String {
@@ -64,6 +79,9 @@ public enum WireError: Error, Sendable, CustomStringConvertible, Equatable {
     case .badMagic(let magic): "not a raftdb peer (magic \(String(magic, radix: 16)))"
     case .unsupportedVersion(let version):
       "peer speaks protocol version \(version); this node speaks \(WireFormat.protocolVersion)"
+    case .unknownGroup(let group): "frame for Raft group \(group), which this node does not run"
+    case .bufferBudgetExhausted(let limit):
+      "peer connections together buffer more than the \(limit)-byte budget for partial frames"
     case .malformed(let what): "malformed frame: \(what)"
     }
   }
@@ -89,6 +107,8 @@ extension ByteBuffer {
       buffer.writeInteger(WireFormat.magic)
       buffer.writeInteger(hello.version)
       buffer.writeInteger(hello.kind.rawValue)
+      buffer.writeInteger(hello.clusterID)
+      buffer.writeInteger(hello.groupID)
       buffer.writeInteger(hello.from.rawValue)
       buffer.writeInteger(hello.to.rawValue)
       let address = Array(hello.advertisedAddress.utf8.prefix(WireFormat.maxAdvertisedAddressBytes))
@@ -97,8 +117,11 @@ extension ByteBuffer {
     }
   }
 
-  mutating func writeMessageFrame(_ message: Message) {
-    writeFrame(.message) { $0.writeRaftMessage(message) }
+  mutating func writeMessageFrame(_ message: Message, group: UInt32 = WireFormat.singleGroupID) {
+    writeFrame(.message) { buffer in
+      buffer.writeInteger(group)
+      buffer.writeRaftMessage(message)
+    }
   }
 
   mutating func writeRaftMessage(_ message: Message) {
@@ -145,6 +168,16 @@ extension ByteBuffer {
     case .readIndexRequest(let request):
       writeInteger(request.requestID)
       writeInteger(request.mode.rawValue)
+    case .transferCheck(let check):
+      writeInteger(check.nonce)
+      writeInteger(check.candidate.rawValue)
+      writeInteger(check.campaignTerm)
+    case .transferConfirm(let nonce):
+      writeInteger(nonce)
+    case .leaderHint(let leader):
+      writeInteger(leader.rawValue)
+    case .leaderQuery:
+      break
     case .readIndexResponse(let response):
       writeInteger(response.requestID)
       switch response.result {
@@ -180,6 +213,10 @@ extension Message.Body {
     case .timeoutNow: 8
     case .readIndexRequest: 9
     case .readIndexResponse: 10
+    case .transferCheck: 11
+    case .transferConfirm: 12
+    case .leaderHint: 13
+    case .leaderQuery: 14
     }
   }
 }
@@ -209,13 +246,18 @@ extension ByteBuffer {
     guard let kind = WireFormat.StreamKind(rawValue: kindByte) else {
       throw .malformed("stream kind \(kindByte)")
     }
+    let clusterID: UInt64 = try readChecked(UInt64.self, "cluster id")
+    let groupID: UInt32 = try readChecked(UInt32.self, "group id")
+    guard groupID == WireFormat.singleGroupID else { throw .unknownGroup(groupID) }
     let from = try readNodeID("hello sender")
     let to = try readNodeID("hello receiver")
     let length = Int(try readChecked(UInt16.self, "address length"))
     guard length <= WireFormat.maxAdvertisedAddressBytes, let address = readBytes(length: length),
       let text = String(validating: address, as: UTF8.self)
     else { throw .malformed("bad advertised address") }
-    return WireFormat.Hello(version: version, kind: kind, from: from, to: to, advertisedAddress: text)
+    return WireFormat.Hello(
+      version: version, kind: kind, from: from, to: to, advertisedAddress: text, clusterID: clusterID,
+      groupID: groupID)
   }
 
   /// Decodes one Raft message, refusing (never trapping on) anything malformed or oversized.
@@ -302,6 +344,17 @@ extension ByteBuffer {
         throw .malformed("read result kind \(kind)")
       }
       body = .readIndexResponse(ReadIndexResponse(requestID: requestID, result: result))
+    case 11:
+      body = .transferCheck(
+        TransferCheck(
+          nonce: try readChecked(UInt64.self, "nonce"), candidate: try readNodeID("transfer candidate"),
+          campaignTerm: try readChecked(UInt64.self, "campaign term")))
+    case 12:
+      body = .transferConfirm(nonce: try readChecked(UInt64.self, "nonce"))
+    case 13:
+      body = .leaderHint(leader: try readNodeID("hinted leader"))
+    case 14:
+      body = .leaderQuery
     default:
       throw .malformed("message tag \(tag)")
     }

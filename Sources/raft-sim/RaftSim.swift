@@ -34,6 +34,10 @@ struct RaftSim: AsyncParsableCommand {
   @Option(help: "Fault profile: random (drawn from each seed) or flapping-leaders.")
   var profile: String = "random"
 
+  @Option(
+    help: "A byzantine peer: none, outsider (forges non-member senders) or spoofer (forges members too).")
+  var byzantine: String = "none"
+
   @Option(help: "Ticks of fault injection before healing.")
   var faultTicks: Int?
 
@@ -63,8 +67,16 @@ struct RaftSim: AsyncParsableCommand {
     case "flapping-leaders": profile = .flappingLeaders
     default: throw ValidationError("unknown profile \(self.profile); known: random, flapping-leaders")
     }
+    let byzantineMode: ByzantineMode?
+    switch byzantine {
+    case "none": byzantineMode = nil
+    case "outsider": byzantineMode = .outsider
+    case "spoofer": byzantineMode = .spoofer
+    default: throw ValidationError("unknown byzantine mode \(byzantine); known: none, outsider, spoofer")
+    }
     let configure: @Sendable (inout SimulationOptions) -> Void = { options in
       options.plantedBugs = bugs
+      options.byzantine = byzantineMode
       options.traceCapacity = traceEvents
       options.faults = profile
       if let faultTicks { options.faultPhaseTicks = faultTicks }

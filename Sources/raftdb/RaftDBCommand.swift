@@ -87,6 +87,17 @@ struct RaftDBCommand: AsyncParsableCommand {
     help: "Close a client connection that sends nothing for this long while no request is pending, seconds.")
   var httpIdleTimeout = 60
 
+  @Option(name: .raftdb("max-peer-connections"), help: "Most inbound peer connections open at once.")
+  var maxPeerConnections = 256
+
+  @Option(name: .raftdb("max-snapshot-bytes"), help: "Largest snapshot accepted from the leader, bytes.")
+  var maxSnapshotBytes: UInt64 = 64 << 30
+
+  @Option(
+    name: .raftdb("snapshot-disk-reserve-bytes"),
+    help: "Free space to keep beyond a snapshot being received; a larger snapshot is refused, bytes.")
+  var snapshotDiskReserveBytes: UInt64 = 256 << 20
+
   @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
   var requestTimeout = 5000
 
@@ -111,7 +122,7 @@ struct RaftDBCommand: AsyncParsableCommand {
     }
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
       maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0,
-      httpIdleTimeout > 0
+      httpIdleTimeout > 0, maxPeerConnections > 0, maxSnapshotBytes > 0
     else {
       throw ValidationError("limits and thresholds must be positive")
     }
@@ -145,6 +156,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxRequestBytes = maxRequestBytes
     options.maxConnections = maxConnections
     options.httpIdleTimeoutSeconds = httpIdleTimeout
+    options.maxPeerConnections = maxPeerConnections
+    options.maxSnapshotBytes = maxSnapshotBytes
+    options.snapshotDiskReserveBytes = snapshotDiskReserveBytes
     options.requestTimeoutMillis = requestTimeout
     options.logLevel = level
 

@@ -32,7 +32,8 @@ import Testing
     }
   }
 
-  /// Thesis §4.2.3: a follower in lease must not help depose a live leader, unless that leader asked.
+  /// Thesis §4.2.3: a follower in lease must not help depose a live leader, unless that leader asked
+  /// (which the follower confirms with the leader: a transfer flag alone is not enough).
   @Test(arguments: [0, 9, 10], [false, true])
   func followerInLeaseIgnoresVoteRequests(ticksSinceLeader: Int, isLeadershipTransfer: Bool) throws {
     let cluster = TestCluster(voters: [1, 2, 3])
@@ -48,11 +49,14 @@ import Testing
     let ready = cluster[2].takeReady()
     let answers = (ready.messages + ready.messagesAfterPersist).filter { $0.voteResponse != nil }
 
-    let inLease = ticksSinceLeader < 10 && !isLeadershipTransfer
+    let inLease = ticksSinceLeader < 10
     if inLease {
       #expect(answers.isEmpty)
       #expect(cluster[2].currentTerm == term)
       #expect(cluster[2].status.vote == NodeID(1))
+      // A transfer campaign is checked with the leader, which never ordered this one: no vote.
+      let checks = ready.messages.filter { if case .transferCheck = $0.body { true } else { false } }
+      #expect(checks.map(\.to) == (isLeadershipTransfer ? [NodeID(1)] : []))
     } else {
       #expect(answers.map(\.voteResponse) == [VoteResponse(isPreVote: false, granted: true)])
       #expect(cluster[2].currentTerm == term + 1)

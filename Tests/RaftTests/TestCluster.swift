@@ -42,7 +42,10 @@ final class TestCluster {
     configure(&nodeOptions)
     options[id] = nodeOptions
     durable[id] = .empty
-    nodes[id] = RaftNode(options: nodeOptions, stored: .empty)
+    let node = RaftNode(options: nodeOptions, stored: .empty)
+    // As a joining server does: it hears from the members its seed named, and no one else.
+    node.trustWhileJoining(nodes.keys)
+    nodes[id] = node
   }
 
   /// Replaces a node's durable state before anything happened (to set up a paper figure's logs).

@@ -62,7 +62,8 @@ struct VoteCase: Sendable, CustomTestStringConvertible {
       name: "pre-vote for the current term after voting for another is refused", vote: 3, requestTerm: 3,
       isPreVote: true, outcome: .rejected, termAfter: 3, voteAfter: 3, responseTerm: 3),
     VoteCase(
-      name: "pre-vote from an older term is refused", requestTerm: 2, isPreVote: true, outcome: .rejected,
+      name: "pre-vote from an older term is refused", requestTerm: 2, lastLogIndex: 2, lastLogTerm: 2,
+      isPreVote: true, outcome: .rejected,
       termAfter: 3, voteAfter: nil, responseTerm: 3),
   ]
 }

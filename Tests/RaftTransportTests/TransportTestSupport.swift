@@ -37,6 +37,11 @@ final class RecordingDelegate: TransportDelegate, @unchecked Sendable {
     let bytes = (snapshot.sink as! BufferSink).bytes
     lock.withLock { _snapshotsReceived.append((snapshot.message, bytes)) }
   }
+  var freeBytes: UInt64 = .max
+  private var _refusals: [TransportRefusal] = []
+  var refusals: [TransportRefusal] { lock.withLock { _refusals } }
+  func transportHasSpace(forSnapshotBytes bytes: UInt64) -> Bool { bytes <= freeBytes }
+  func transportRefused(_ refusal: TransportRefusal) { lock.withLock { _refusals.append(refusal) } }
 }
 
 final class BufferSink: SnapshotSink {
@@ -86,36 +91,45 @@ let testLogger: Logger = {
 }()
 
 /// One message of every kind, with edge values.
-func sampleMessages(from: NodeID = NodeID(1), to: NodeID = NodeID(2)) -> [Message] {
+func sampleMessages(from: NodeID = NodeID(1), to: NodeID = NodeID(2), includeSnapshot: Bool = false)
+  -> [Message]
+{
   let configuration = Configuration(members: [
     Member(id: NodeID(1), isVoter: true, context: Array("node01|127.0.0.1:8089".utf8)),
     Member(id: NodeID(7), isVoter: false),
   ])
-  let bodies: [Message.Body] = [
-    .voteRequest(VoteRequest(isPreVote: true, lastLogIndex: 9, lastLogTerm: 3, isLeadershipTransfer: false)),
-    .voteRequest(
-      VoteRequest(isPreVote: false, lastLogIndex: .max, lastLogTerm: 0, isLeadershipTransfer: true)),
-    .voteResponse(VoteResponse(isPreVote: true, granted: false)),
-    .voteResponse(VoteResponse(isPreVote: false, granted: true)),
-    .appendEntries(AppendEntries(prevLogIndex: 0, prevLogTerm: 0, entries: [], leaderCommit: 0)),
-    .appendEntries(
-      AppendEntries(
-        prevLogIndex: 41, prevLogTerm: 5,
-        entries: [
-          LogEntry(index: 42, term: 5, kind: .command, data: Array(repeating: 0xEE, count: 300)),
-          LogEntry(index: 43, term: 6, kind: .noop, data: []),
-          LogEntry(index: 44, term: 6, kind: .configuration, data: configuration.encoded()),
-        ], leaderCommit: 40)),
-    .appendEntriesResponse(.accepted(matchIndex: 44)),
-    .appendEntriesResponse(.rejected(rejectedIndex: 41, hintIndex: 30, hintTerm: 4)),
-    .heartbeat(Heartbeat(commit: 12, readRound: 99)),
-    .heartbeatResponse(HeartbeatResponse(readRound: 99)),
-    .installSnapshot(SnapshotMetadata(index: 100, term: 7, configuration: configuration)),
-    .timeoutNow,
-    .readIndexRequest(ReadIndexRequest(requestID: 5, mode: .lease)),
-    .readIndexResponse(ReadIndexResponse(requestID: 5, result: .ready(index: 44))),
-    .readIndexResponse(ReadIndexResponse(requestID: 6, result: .failed(.leadershipLost))),
-  ]
+  let bodies: [Message.Body] =
+    [
+      .voteRequest(
+        VoteRequest(isPreVote: true, lastLogIndex: 9, lastLogTerm: 3, isLeadershipTransfer: false)),
+      .voteRequest(
+        VoteRequest(isPreVote: false, lastLogIndex: .max, lastLogTerm: 0, isLeadershipTransfer: true)),
+      .voteResponse(VoteResponse(isPreVote: true, granted: false)),
+      .voteResponse(VoteResponse(isPreVote: false, granted: true)),
+      .appendEntries(AppendEntries(prevLogIndex: 0, prevLogTerm: 0, entries: [], leaderCommit: 0)),
+      .appendEntries(
+        AppendEntries(
+          prevLogIndex: 41, prevLogTerm: 5,
+          entries: [
+            LogEntry(index: 42, term: 5, kind: .command, data: Array(repeating: 0xEE, count: 300)),
+            LogEntry(index: 43, term: 6, kind: .noop, data: []),
+            LogEntry(index: 44, term: 6, kind: .configuration, data: configuration.encoded()),
+          ], leaderCommit: 40)),
+      .appendEntriesResponse(.accepted(matchIndex: 44)),
+      .appendEntriesResponse(.rejected(rejectedIndex: 41, hintIndex: 30, hintTerm: 4)),
+      .heartbeat(Heartbeat(commit: 12, readRound: 99)),
+      .heartbeatResponse(HeartbeatResponse(readRound: 99)),
+      .timeoutNow,
+      .readIndexRequest(ReadIndexRequest(requestID: 5, mode: .lease)),
+      .readIndexResponse(ReadIndexResponse(requestID: 5, result: .ready(index: 44))),
+      .readIndexResponse(ReadIndexResponse(requestID: 6, result: .failed(.leadershipLost))),
+      .transferCheck(TransferCheck(nonce: 77, candidate: NodeID(9), campaignTerm: 8)),
+      .transferConfirm(nonce: 77),
+      .leaderHint(leader: NodeID(4)),
+      .leaderQuery,
+    ]
+    + (includeSnapshot
+      ? [.installSnapshot(SnapshotMetadata(index: 100, term: 7, configuration: configuration))] : [])
   return bodies.enumerated().map {
     Message(from: from, to: to, term: UInt64($0.offset + 1), body: $0.element)
   }

@@ -14,9 +14,9 @@ import Testing
 
   /// Every message kind survives encode → frame decode unchanged.
   @Test func everyMessageKindRoundTrips() throws {
-    let decoder = FrameDecoder(maxFrameBytes: 1 << 20)
+    var decoder = FrameDecoder(maxFrameBytes: 1 << 20, helloDecoded: true)
     var buffer = ByteBufferAllocator().buffer(capacity: 4096)
-    let messages = sampleMessages()
+    let messages = sampleMessages(includeSnapshot: true)
     for message in messages { buffer.writeMessageFrame(message) }
     for message in messages {
       let frame = try #require(try decoder.decodeFrame(from: &buffer))
@@ -34,28 +34,32 @@ import Testing
     var whole = ByteBufferAllocator().buffer(capacity: 1024)
     whole.writeMessageFrame(sampleMessages()[5])
     let bytes = whole.readableBytesView
-    let decoder = FrameDecoder(maxFrameBytes: 1 << 20)
+    var decoder = FrameDecoder(maxFrameBytes: 1 << 20, helloDecoded: true)
     for cut in 0..<bytes.count {
       var partial = ByteBufferAllocator().buffer(bytes: bytes.prefix(cut))
       #expect(try decoder.decodeFrame(from: &partial) == nil, "cut at \(cut)")
     }
   }
 
-  /// Hostile or broken input is refused with a reason; nothing traps.
-  @Test(arguments: [
-    ("oversized length", [0x7F, 0xFF, 0xFF, 0xFF, 2] as [UInt8]),
+  static let groupOne: [UInt8] = [0, 0, 0, 1]
+  static let malformedFrames: [(String, [UInt8])] = [
+    ("oversized length", [0x7F, 0xFF, 0xFF, 0xFF, 2]),
     ("empty frame", [0, 0, 0, 0]),
     ("unknown frame type", [0, 0, 0, 1, 99]),
     ("bad magic", [0, 0, 0, 5, 1, 0xDE, 0xAD, 0xBE, 0xEF]),
-    ("unknown message tag", [0, 0, 0, 26, 2, 77] + Array(repeating: 1, count: 24)),
-    ("truncated message", [0, 0, 0, 4, 2, 5, 0, 0]),
+    ("unknown message tag", [0, 0, 0, 30, 2] + groupOne + [77] + [UInt8](repeating: 1, count: 24)),
+    ("truncated message", [0, 0, 0, 8, 2] + groupOne + [5, 0, 0]),
     (
       "node 0 as sender",
-      [0, 0, 0, 26, 2, 8] + Array(repeating: 0, count: 8) + Array(repeating: 1, count: 16)
+      [0, 0, 0, 30, 2] + groupOne + [8] + [UInt8](repeating: 0, count: 8) + [UInt8](repeating: 1, count: 16)
     ),
-  ])
+    ("message for an unknown group", [0, 0, 0, 30, 2, 0, 0, 0, 7, 8] + [UInt8](repeating: 1, count: 24)),
+  ]
+
+  /// Hostile or broken input is refused with a reason; nothing traps.
+  @Test(arguments: malformedFrames)
   func malformedFramesAreRefused(name: String, bytes: [UInt8]) {
-    let decoder = FrameDecoder(maxFrameBytes: 1 << 20)
+    var decoder = FrameDecoder(maxFrameBytes: 1 << 20, helloDecoded: true)
     var buffer = ByteBufferAllocator().buffer(bytes: bytes)
     #expect(throws: WireError.self, "\(name)") { _ = try decoder.decodeFrame(from: &buffer) }
   }
@@ -63,14 +67,14 @@ import Testing
   @Test func wrongProtocolVersionIsRefused() {
     var buffer = ByteBufferAllocator().buffer(capacity: 64)
     buffer.writeHello(WireFormat.Hello(version: 9, kind: .messages, from: NodeID(1), to: NodeID(2)))
-    let decoder = FrameDecoder(maxFrameBytes: 1 << 20)
+    var decoder = FrameDecoder(maxFrameBytes: 1 << 20)
     #expect(throws: WireError.unsupportedVersion(9)) { _ = try decoder.decodeFrame(from: &buffer) }
   }
 
   /// Thousands of random byte strings: the decoder refuses or decodes, never traps.
   @Test func randomBytesNeverTrap() {
     var generator = SplitMix64(seed: 7)
-    let decoder = FrameDecoder(maxFrameBytes: 4096)
+    var decoder = FrameDecoder(maxFrameBytes: 4096, helloDecoded: true)
     for _ in 0..<5000 {
       let length = Int(generator.next() % 80)
       var bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
