@@ -29,6 +29,11 @@ final class NodeMetrics: Sendable {
   let droppedPeerMessages: CoreMetrics.Gauge
   let openConnections: CoreMetrics.Gauge
   let refusedConnections: CoreMetrics.Counter
+  let evictedConnections: CoreMetrics.Counter
+  let headerTimeouts: CoreMetrics.Counter
+  let bodyTimeouts: CoreMetrics.Counter
+  let bufferRefusals: CoreMetrics.Counter
+  let bufferedRequestBytes: CoreMetrics.Gauge
 
   init() {
     var factory = PrometheusMetricsFactory(registry: registry)
@@ -53,6 +58,11 @@ final class NodeMetrics: Sendable {
     droppedPeerMessages = CoreMetrics.Gauge(label: "raftdb_transport_dropped_messages", factory: factory)
     openConnections = CoreMetrics.Gauge(label: "raftdb_http_open_connections", factory: factory)
     refusedConnections = CoreMetrics.Counter(label: "raftdb_http_refused_connections_total", factory: factory)
+    evictedConnections = CoreMetrics.Counter(label: "raftdb_http_evicted_connections_total", factory: factory)
+    headerTimeouts = CoreMetrics.Counter(label: "raftdb_http_header_timeouts_total", factory: factory)
+    bodyTimeouts = CoreMetrics.Counter(label: "raftdb_http_body_timeouts_total", factory: factory)
+    bufferRefusals = CoreMetrics.Counter(label: "raftdb_http_buffer_refusals_total", factory: factory)
+    bufferedRequestBytes = CoreMetrics.Gauge(label: "raftdb_http_buffered_request_bytes", factory: factory)
   }
 
   /// Counts a request by route and status and records its latency by route.

@@ -87,6 +87,25 @@ struct RaftDBCommand: AsyncParsableCommand {
     help: "Close a client connection that sends nothing for this long while no request is pending, seconds.")
   var httpIdleTimeout = 60
 
+  @Option(
+    name: .raftdb("http-header-timeout"),
+    help:
+      "Answer 408 and close when a request's head is not complete this long after its first byte, seconds (not restarted by further bytes)."
+  )
+  var httpHeaderTimeout = 10
+
+  @Option(
+    name: .raftdb("http-body-timeout"),
+    help: "Answer 408 and close when a request's body is not complete this long after its head, seconds.")
+  var httpBodyTimeout = 30
+
+  @Option(
+    name: .raftdb("max-buffered-request-bytes"),
+    help:
+      "Request body bytes held in memory across all client connections; a request beyond it gets 503. At least -max-request-bytes."
+  )
+  var maxBufferedRequestBytes = 256 << 20
+
   @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
   var requestTimeout = 5000
 
@@ -111,9 +130,12 @@ struct RaftDBCommand: AsyncParsableCommand {
     }
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
       maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0,
-      httpIdleTimeout > 0
+      httpIdleTimeout > 0, httpHeaderTimeout > 0, httpBodyTimeout > 0
     else {
       throw ValidationError("limits and thresholds must be positive")
+    }
+    guard maxBufferedRequestBytes >= maxRequestBytes else {
+      throw ValidationError("-max-buffered-request-bytes must be at least -max-request-bytes")
     }
   }
 
@@ -145,6 +167,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxRequestBytes = maxRequestBytes
     options.maxConnections = maxConnections
     options.httpIdleTimeoutSeconds = httpIdleTimeout
+    options.httpHeaderTimeoutSeconds = httpHeaderTimeout
+    options.httpBodyTimeoutSeconds = httpBodyTimeout
+    options.maxBufferedRequestBytes = maxBufferedRequestBytes
     options.requestTimeoutMillis = requestTimeout
     options.logLevel = level
 
