@@ -162,6 +162,13 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
       state = .closing
       return
     }
+    if case .idle = state, deadlines.quiesced {
+      // The server is closing this connection after the last answer (shutdown, eviction), and
+      // NIO's pipelining handler takes no further response: garbage after that answer goes unanswered.
+      state = .closing
+      context.close(promise: nil)
+      return
+    }
     switch (error, state) {
     case (is HTTPParserError, .idle), (is HTTPParserError, .receiving), (is HTTPParserError, .discarding):
       // Unparseable input: say so in JSON, then close (the parser cannot resynchronise).

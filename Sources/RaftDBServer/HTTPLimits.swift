@@ -185,7 +185,7 @@ final class HTTPRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelH
   private var phase = Phase.idle
   /// Whether a `ChannelShouldQuiesceEvent` has gone down the pipeline (eviction and shutdown may both
   /// send one; NIO's pipelining handler expects one).
-  private var quiesced = false
+  private(set) var quiesced = false
   private var context: ChannelHandlerContext?
   private var timer: Scheduled<Void>?
   private var timerInterval: TimeAmount { min(limits.headerTimeout, limits.bodyTimeout) }
