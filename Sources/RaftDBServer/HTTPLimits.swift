@@ -174,7 +174,10 @@ final class HTTPRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelH
     /// The head is complete, the body is due.
     case body(started: NIODeadline, version: HTTPVersion)
     /// The request is at the node or being answered; `nextBegun` is whether bytes of the next one
-    /// arrived meanwhile (held back by the pipelining handler or still in the decoder).
+    /// arrived meanwhile (held back by the pipelining handler or still in the decoder). Bytes that
+    /// came in the same read as the end of this request are not seen as such: the next head is then
+    /// bounded by the idle timeout until its next byte arrives, which starts its deadline, so a slow
+    /// client gains at most one idle timeout that way.
     case busy(nextBegun: Bool)
     case closed
   }
@@ -225,8 +228,12 @@ final class HTTPRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelH
       arm(context, deadline: now + limits.headerTimeout)
     case .busy:
       phase = .busy(nextBegun: true)
-    case .head, .body, .closed:
+    case .head, .body:
       break
+    case .closed:
+      // Answered 408 (or evicted) and closing: a request completed now must not reach the node
+      // and get a second answer.
+      return
     }
     context.fireChannelRead(data)
   }
