@@ -79,7 +79,11 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("max-request-bytes"), help: "Largest request body accepted, bytes.")
   var maxRequestBytes = 8 << 20
 
-  @Option(name: .raftdb("max-connections"), help: "Most client connections open at once.")
+  @Option(
+    name: .raftdb("max-connections"),
+    help:
+      "Most client connections open at once; a newcomer to a full table evicts the one waiting longest for its client."
+  )
   var maxConnections = 4096
 
   @Option(
