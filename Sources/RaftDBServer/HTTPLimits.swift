@@ -96,7 +96,8 @@ final class ConnectionActivity: Sendable {
 
 /// Counts the requests and connections refused for a limit, in metrics, and logs them without
 /// letting an attacker choose the number of log lines: the first refusal is logged at once, later
-/// ones are summed and logged at most once per `summaryInterval`, on the next refusal after it.
+/// ones are summed and logged at most once per `summaryInterval`: by the next refusal after it, or
+/// by a one-shot task on `summaryLoop` at its end (at most one pending; the loop's shutdown drops it).
 final class HTTPRefusals: Sendable {
   enum Reason: CaseIterable, Sendable {
     case headerTimeout, bodyTimeout, evicted, bufferBudget
@@ -114,16 +115,22 @@ final class HTTPRefusals: Sendable {
   private struct State {
     var counts: [Reason: Int] = [:]
     var lastLogged: NIODeadline?
+    var flushScheduled = false
   }
   private let state = Mutex(State())
   private let metrics: NodeMetrics
   private let logger: Logger
   private let summaryInterval: TimeAmount
+  private let summaryLoop: (any EventLoop)?
 
-  init(metrics: NodeMetrics, logger: Logger, summaryInterval: TimeAmount = .seconds(10)) {
+  init(
+    metrics: NodeMetrics, logger: Logger, summaryInterval: TimeAmount = .seconds(10),
+    summaryLoop: (any EventLoop)? = nil
+  ) {
     self.metrics = metrics
     self.logger = logger
     self.summaryInterval = summaryInterval
+    self.summaryLoop = summaryLoop
   }
 
   func record(_ reason: Reason, now: NIODeadline = .now()) {
@@ -133,14 +140,36 @@ final class HTTPRefusals: Sendable {
     case .evicted: metrics.evictedConnections.increment()
     case .bufferBudget: metrics.bufferRefusals.increment()
     }
-    let summary: [Reason: Int]? = state.withLock { state in
+    let (summary, flushAt): ([Reason: Int]?, NIODeadline?) = state.withLock { state in
       state.counts[reason, default: 0] += 1
-      if let last = state.lastLogged, now - last < summaryInterval { return nil }
+      if let last = state.lastLogged, now - last < summaryInterval {
+        guard summaryLoop != nil, !state.flushScheduled else { return (nil, nil) }
+        state.flushScheduled = true
+        return (nil, last + summaryInterval)
+      }
+      state.lastLogged = now
+      defer { state.counts = [:] }
+      return (state.counts, nil)
+    }
+    if let flushAt, let summaryLoop {
+      summaryLoop.scheduleTask(deadline: flushAt) { self.flush(now: summaryLoop.now) }
+    }
+    if let summary { log(summary) }
+  }
+
+  /// Logs what was summed since the last line, if anything.
+  private func flush(now: NIODeadline) {
+    let summary: [Reason: Int]? = state.withLock { state in
+      state.flushScheduled = false
+      guard !state.counts.isEmpty else { return nil }
       state.lastLogged = now
       defer { state.counts = [:] }
       return state.counts
     }
-    guard let summary else { return }
+    if let summary { log(summary) }
+  }
+
+  private func log(_ summary: [Reason: Int]) {
     let text = Reason.allCases.compactMap { reason in summary[reason].map { "\($0) \(reason.phrase)" } }
     logger.warning(
       "HTTP limits: \(text.joined(separator: ", ")); further refusals are summed and logged at most every \(summaryInterval.nanoseconds / 1_000_000_000) s"

@@ -38,7 +38,7 @@ public final class RaftDBHTTPServer: Sendable {
       idleTimeout: .seconds(Int64(options.httpIdleTimeoutSeconds)))
     let budget = RequestBodyBudget(
       limitBytes: options.maxBufferedRequestBytes, gauge: node.metrics.bufferedRequestBytes)
-    let refusals = HTTPRefusals(metrics: node.metrics, logger: logger)
+    let refusals = HTTPRefusals(metrics: node.metrics, logger: logger, summaryLoop: group.next())
     let connections = ConnectionRegistry(limit: options.maxConnections, metrics: node.metrics)
     let listener = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)

@@ -139,6 +139,23 @@ import Testing
     #expect(metrics.prometheusText().contains(line: "raftdb_http_header_timeouts_total 30000"))
   }
 
+  @Test func suppressedRefusalsAreLoggedAtTheEndOfTheIntervalWithoutAnotherRefusal() {
+    let recorder = LogRecorder()
+    let refusals = HTTPRefusals(
+      metrics: metrics, logger: Logger(label: "test", factory: { _ in recorder }),
+      summaryInterval: .seconds(10),
+      summaryLoop: loop)
+    refusals.record(.evicted, now: loop.now)
+    advance(seconds: 1)
+    for _ in 0..<63 { refusals.record(.headerTimeout, now: loop.now) }
+    #expect(recorder.messages.count == 1)
+    advance(seconds: 9)
+    #expect(recorder.messages.count == 2, "\(recorder.messages)")
+    #expect(recorder.messages.last?.hasPrefix("HTTP limits: 63 request heads not complete") == true)
+    advance(seconds: 60)
+    #expect(recorder.messages.count == 2, "nothing more to say")
+  }
+
   // MARK: Item 9: a full table
 
   @Test func aFullTableEvictsTheConnectionWaitingLongestNeverOneAtTheNode() throws {
