@@ -118,11 +118,12 @@ let package = Package(
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ]),
-    // The HTTP connection handler on an EmbeddedChannel.
+    // The HTTP connection handler on an EmbeddedChannel, and a seeded fuzzer of its request path.
     .testTarget(
       name: "RaftDBServerTests",
       dependencies: [
-        "RaftDBServer",
+        "RaftDBServer", "Raft",
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

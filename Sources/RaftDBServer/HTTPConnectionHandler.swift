@@ -16,6 +16,12 @@ protocol HTTPResponding: Sendable {
 /// writes the answer. It sits behind NIO's `HTTPServerPipelineHandler`, which holds back a
 /// pipelined request until the previous response has ended, so there is at most one request in
 /// progress here; that handler also closes the connection when the server quiesces.
+///
+/// The body's bytes are reserved in the server-wide `RequestBodyBudget` before they are kept (the
+/// whole `Content-Length` when the head arrives, a chunk at a time otherwise) and returned when the
+/// request is answered or the connection closes; a request the budget cannot hold is answered 503.
+/// The deadlines of the head and the body live in `HTTPRequestDeadlineHandler`, in front of the
+/// codec, which this handler tells where each request stands.
 final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHandler {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
@@ -23,10 +29,10 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
   private enum State {
     case idle
     case receiving(HTTPRequestHead, body: ByteBuffer?, started: NIODeadline)
-    /// The body is over the limit: the rest is read and dropped (up to `discardLimit`), then the
-    /// refusal is sent and the connection closed, so that the client sees the 413 rather than a
-    /// reset while it is still sending.
-    case discarding(HTTPRequestHead, dropped: Int, started: NIODeadline)
+    /// The body is over the limit, or the budget cannot hold it: the rest is read and dropped (up
+    /// to `discardLimit`), then `refusal` (413 or 503) is sent and the connection closed, so that the
+    /// client sees it rather than a reset while it is still sending.
+    case discarding(HTTPRequestHead, dropped: Int, started: NIODeadline, refusal: APIError)
     case responding
     case closing
   }
@@ -34,6 +40,11 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
   private let api: Responder
   private let maxBodyBytes: Int
   private let discardLimit: Int
+  private let budget: RequestBodyBudget
+  private let deadlines: HTTPRequestDeadlineHandler
+  private let refusals: HTTPRefusals?
+  /// Bytes of `budget` this connection holds for the request in progress.
+  private var reservedBytes = 0
   private var state = State.idle
   /// How many answers are being written inside one another. Writing a response's end makes NIO hand
   /// over the next pipelined request at once, and an answer that is ready at once (a `stale` read, an
@@ -43,9 +54,15 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
   private static var maxNesting: Int { 8 }
   private var dateCache = HTTPDateCache()
 
-  init(api: Responder, maxBodyBytes: Int) {
+  init(
+    api: Responder, maxBodyBytes: Int, budget: RequestBodyBudget, deadlines: HTTPRequestDeadlineHandler,
+    refusals: HTTPRefusals?
+  ) {
     self.api = api
     self.maxBodyBytes = maxBodyBytes
+    self.budget = budget
+    self.deadlines = deadlines
+    self.refusals = refusals
     let (doubled, overflow) = maxBodyBytes.multipliedReportingOverflow(by: 2)
     discardLimit = overflow ? .max : doubled
   }
@@ -55,17 +72,20 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     case .head(let head):
       guard case .idle = state else { return }
       let started = NIODeadline.now()
+      deadlines.headReceived(version: head.version)
       // HTTP/1.0 clients do not know 100 Continue (RFC 9110, 10.1.1).
       let expectsContinue =
         head.version != .http1_0
         && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
-      if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+      let length = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+      let refusal: APIError? = length > maxBodyBytes ? tooLarge : (reserve(length) ? nil : budgetSpent)
+      if let refusal {
         if expectsContinue {
           // The client has not sent the body yet and will not until told to: refuse now.
           state = .responding
-          finish(context, head, route: .other, started: started, tooLarge.response, keepAlive: false)
+          finish(context, head, route: .other, started: started, refusal.response, keepAlive: false)
         } else {
-          state = .discarding(head, dropped: 0, started: started)
+          state = .discarding(head, dropped: 0, started: started, refusal: refusal)
         }
         return
       }
@@ -80,18 +100,25 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
         state = .responding  // Drops the enum's reference to `body`, so that appending does not copy.
         let size = (body?.readableBytes ?? 0) + chunk.readableBytes
         guard size <= maxBodyBytes else {
-          state = .discarding(head, dropped: size, started: started)
+          releaseReservation()
+          state = .discarding(head, dropped: size, started: started, refusal: tooLarge)
+          return
+        }
+        // A chunked body reserves as it grows; one with a Content-Length reserved it all at its head.
+        guard size <= reservedBytes || reserve(size - reservedBytes) else {
+          releaseReservation()
+          state = .discarding(head, dropped: size, started: started, refusal: budgetSpent)
           return
         }
         if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
         state = .receiving(head, body: body, started: started)
-      case .discarding(let head, let dropped, let started):
+      case .discarding(let head, let dropped, let started, let refusal):
         let total = dropped + chunk.readableBytes
         if total > discardLimit {
           state = .responding
-          finish(context, head, route: .other, started: started, tooLarge.response, keepAlive: false)
+          finish(context, head, route: .other, started: started, refusal.response, keepAlive: false)
         } else {
-          state = .discarding(head, dropped: total, started: started)
+          state = .discarding(head, dropped: total, started: started, refusal: refusal)
         }
       case .idle, .responding, .closing:
         break
@@ -100,10 +127,12 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
       switch state {
       case .receiving(let head, let body, let started):
         state = .responding
+        deadlines.requestReceived()
         dispatch(context, APIRequest(head: head, body: body), started: started)
-      case .discarding(let head, _, let started):
+      case .discarding(let head, _, let started, let refusal):
         state = .responding
-        finish(context, head, route: .other, started: started, tooLarge.response, keepAlive: false)
+        deadlines.requestReceived()
+        finish(context, head, route: .other, started: started, refusal.response, keepAlive: false)
       case .idle, .responding, .closing:
         break
       }
@@ -127,6 +156,19 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    guard context.channel.isActive else {
+      // Closing already (a deadline, an eviction): the decoder's complaint about the unfinished
+      // request at the end of the stream has no one to go to.
+      state = .closing
+      return
+    }
+    if case .idle = state, deadlines.quiesced {
+      // The server is closing this connection after the last answer (shutdown, eviction), and
+      // NIO's pipelining handler takes no further response: garbage after that answer goes unanswered.
+      state = .closing
+      context.close(promise: nil)
+      return
+    }
     switch (error, state) {
     case (is HTTPParserError, .idle), (is HTTPParserError, .receiving), (is HTTPParserError, .discarding):
       // Unparseable input: say so in JSON, then close (the parser cannot resynchronise).
@@ -140,8 +182,40 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     }
   }
 
+  func channelInactive(context: ChannelHandlerContext) {
+    state = .closing
+    releaseReservation()
+    context.fireChannelInactive()
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    state = .closing
+    releaseReservation()
+  }
+
   private var tooLarge: APIError {
     .payloadTooLarge("request body exceeds the \(maxBodyBytes)-byte limit")
+  }
+
+  private var budgetSpent: APIError {
+    .unavailable("the server is holding too many request bodies (-max-buffered-request-bytes); retry shortly")
+  }
+
+  /// Reserves `bytes` more of the budget for the request in progress; counts a refusal.
+  private func reserve(_ bytes: Int) -> Bool {
+    guard bytes > 0 else { return true }
+    guard budget.tryReserve(bytes) else {
+      refusals?.record(.bufferBudget)
+      return false
+    }
+    reservedBytes += bytes
+    return true
+  }
+
+  private func releaseReservation() {
+    guard reservedBytes > 0 else { return }
+    budget.release(reservedBytes)
+    reservedBytes = 0
   }
 
   private func dispatch(_ context: ChannelHandlerContext, _ request: APIRequest, started: NIODeadline) {
@@ -172,6 +246,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     _ response: APIResponse, keepAlive: Bool
   ) {
     guard case .responding = state else { return }
+    // Answered: the API is done with the body.
+    releaseReservation()
     var headers = response.headers
     headers.add(name: "Content-Length", value: String(response.body.count))
     headers.add(name: "Date", value: dateCache.now())
@@ -191,6 +267,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     }
     api.recordRequest(
       route: route, status: Int(response.status.code), nanoseconds: (NIODeadline.now() - started).nanoseconds)
+    deadlines.answered()
     if keepAlive {
       // Idle before the end goes out: writing it may deliver the next pipelined request at once.
       state = .idle

@@ -35,6 +35,11 @@ final class NodeMetrics: Sendable {
   let refusedPeerMessages: [MessageRefusal: CoreMetrics.Counter]
   /// Peer connections the transport closed or refused (`TransportRefusal`), by reason.
   let refusedPeerConnections: [TransportRefusal.Reason: CoreMetrics.Counter]
+  let evictedConnections: CoreMetrics.Counter
+  let headerTimeouts: CoreMetrics.Counter
+  let bodyTimeouts: CoreMetrics.Counter
+  let bufferRefusals: CoreMetrics.Counter
+  let bufferedRequestBytes: CoreMetrics.Gauge
 
   init() {
     var factory = PrometheusMetricsFactory(registry: registry)
@@ -72,6 +77,11 @@ final class NodeMetrics: Sendable {
         factory: factory)
     }
     refusedPeerConnections = refusedPeers
+    evictedConnections = CoreMetrics.Counter(label: "raftdb_http_evicted_connections_total", factory: factory)
+    headerTimeouts = CoreMetrics.Counter(label: "raftdb_http_header_timeouts_total", factory: factory)
+    bodyTimeouts = CoreMetrics.Counter(label: "raftdb_http_body_timeouts_total", factory: factory)
+    bufferRefusals = CoreMetrics.Counter(label: "raftdb_http_buffer_refusals_total", factory: factory)
+    bufferedRequestBytes = CoreMetrics.Gauge(label: "raftdb_http_buffered_request_bytes", factory: factory)
   }
 
   /// Counts a request by route and status and records its latency by route.

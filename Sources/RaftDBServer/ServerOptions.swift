@@ -44,6 +44,15 @@ public struct ServerOptions: Sendable {
   /// Free space kept on the data directory's file system beyond a snapshot being received: a
   /// snapshot that would eat into it is refused before any of it is written.
   public var snapshotDiskReserveBytes: UInt64 = 256 << 20
+  /// A request's head must be complete this long after its first byte (408 and close otherwise).
+  public var httpHeaderTimeoutSeconds = 10
+  /// A request's body must be complete this long after its head (408 and close otherwise).
+  public var httpBodyTimeoutSeconds = 30
+  /// Request bodies held in memory across all client connections; a request that would exceed it
+  /// is answered 503. 256 MiB holds 32 bodies of the default 8 MiB limit at once, four times the
+  /// uncommitted log a leader accepts (`maxUncommittedBytes`), so legitimate large writes are not
+  /// refused for it, while 4,096 connections trickling 8 MiB bodies can no longer hold 32 GiB.
+  public var maxBufferedRequestBytes = 256 << 20
   /// How long a client request may wait for commit or a read confirmation.
   public var requestTimeoutMillis = 5000
   /// Proposals refused (503) beyond this many bytes of uncommitted log.

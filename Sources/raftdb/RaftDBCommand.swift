@@ -79,7 +79,11 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("max-request-bytes"), help: "Largest request body accepted, bytes.")
   var maxRequestBytes = 8 << 20
 
-  @Option(name: .raftdb("max-connections"), help: "Most client connections open at once.")
+  @Option(
+    name: .raftdb("max-connections"),
+    help:
+      "Most client connections open at once; a newcomer to a full table evicts the one waiting longest for its client."
+  )
   var maxConnections = 4096
 
   @Option(
@@ -97,6 +101,24 @@ struct RaftDBCommand: AsyncParsableCommand {
     name: .raftdb("snapshot-disk-reserve-bytes"),
     help: "Free space to keep beyond a snapshot being received; a larger snapshot is refused, bytes.")
   var snapshotDiskReserveBytes: UInt64 = 256 << 20
+  @Option(
+    name: .raftdb("http-header-timeout"),
+    help:
+      "Answer 408 and close when a request's head is not complete this long after its first byte, seconds (not restarted by further bytes)."
+  )
+  var httpHeaderTimeout = 10
+
+  @Option(
+    name: .raftdb("http-body-timeout"),
+    help: "Answer 408 and close when a request's body is not complete this long after its head, seconds.")
+  var httpBodyTimeout = 30
+
+  @Option(
+    name: .raftdb("max-buffered-request-bytes"),
+    help:
+      "Request body bytes held in memory across all client connections; a request beyond it gets 503. At least -max-request-bytes."
+  )
+  var maxBufferedRequestBytes = 256 << 20
 
   @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
   var requestTimeout = 5000
@@ -122,9 +144,13 @@ struct RaftDBCommand: AsyncParsableCommand {
     }
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
       maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0,
-      httpIdleTimeout > 0, maxPeerConnections > 0, maxSnapshotBytes > 0
+      httpIdleTimeout > 0, httpHeaderTimeout > 0, httpBodyTimeout > 0, maxPeerConnections > 0,
+      maxSnapshotBytes > 0
     else {
       throw ValidationError("limits and thresholds must be positive")
+    }
+    guard maxBufferedRequestBytes >= maxRequestBytes else {
+      throw ValidationError("-max-buffered-request-bytes must be at least -max-request-bytes")
     }
   }
 
@@ -159,6 +185,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxPeerConnections = maxPeerConnections
     options.maxSnapshotBytes = maxSnapshotBytes
     options.snapshotDiskReserveBytes = snapshotDiskReserveBytes
+    options.httpHeaderTimeoutSeconds = httpHeaderTimeout
+    options.httpBodyTimeoutSeconds = httpBodyTimeout
+    options.maxBufferedRequestBytes = maxBufferedRequestBytes
     options.requestTimeoutMillis = requestTimeout
     options.logLevel = level
 

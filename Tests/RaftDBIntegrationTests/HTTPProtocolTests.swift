@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// The HTTP/1.1 server itself, driven with raw bytes over a socket: pipelining, keep-alive and
-/// close, chunked bodies, `Expect: 100-continue`, malformed requests and the connection limit.
+/// close, chunked bodies, `Expect: 100-continue`, malformed requests, the connection limit, slow
+/// clients and the budget of buffered bodies.
 @Suite(.serialized) struct HTTPProtocolTests {
   @Test func pipelinedRequestsAreAnsweredInOrderAndCloseIsHonoured() async throws {
     let harness = try ClusterHarness()
@@ -103,37 +104,96 @@ import Testing
     harness.stopAll()
   }
 
-  @Test func connectionsBeyondTheLimitAreClosedAndTheRestServed() async throws {
+  @Test func aNewcomerToAFullTableTakesTheSlotOfAConnectionWaitingForItsClient() async throws {
+    // Refusal when every connection has a request at the node is tested on an EmbeddedChannel
+    // (HTTPLimitsTests), where a request can be held there.
     let harness = try ClusterHarness(extraArguments: ["-max-connections", "2"])
     let node = try await harness.startCluster(["node01"])
     let port = harness.spec(node).httpPort
-    // Wait for the harness's own status connections to be gone.
-    try await Task.sleep(for: .milliseconds(200))
     let first = try RawSocket(port: port)
-    let second = try RawSocket(port: port)
     try first.send("GET /health HTTP/1.1\r\n\r\n")
     #expect(first.receive(atLeast: 15).hasPrefix("HTTP/1.1 200 OK"))
+    let second = try RawSocket(port: port)
     let third = try RawSocket(port: port)
-    try? third.send("GET /health HTTP/1.1\r\n\r\n")
-    #expect(third.receiveUntilClosed().isEmpty, "a third connection is closed unanswered")
-    try second.send("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
-    #expect(second.receiveUntilClosed().hasPrefix("HTTP/1.1 200 OK"))
+    try third.send("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    #expect(third.receiveUntilClosed().hasPrefix("HTTP/1.1 200 OK"), "served in place of an idle one")
     let answered = await harness.eventually(timeout: .seconds(5)) {
       guard let fourth = try? RawSocket(port: port), (try? fourth.send("GET /health HTTP/1.0\r\n\r\n")) != nil
       else { return false }
       return fourth.receiveUntilClosed().hasPrefix("HTTP/1.0 200 OK")
     }
-    #expect(answered, "a slot freed by a closed connection is reused")
+    #expect(answered)
     let metrics = try await harness.request(node, .GET, "/metrics").bodyText
-    func value(_ name: String) -> Double? {
-      metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap {
-        Double($0.split(separator: " ")[1])
-      }
-    }
-    #expect((value("raftdb_http_refused_connections_total") ?? 0) >= 1, "\(metrics)")
-    #expect(value("raftdb_http_open_connections") == 2, "the first connection and this request's")
-    withExtendedLifetime(first) {}
+    #expect((Self.value("raftdb_http_evicted_connections_total", in: metrics) ?? 0) >= 1, "\(metrics)")
+    withExtendedLifetime((first, second)) {}
     harness.stopAll()
+  }
+
+  @Test func aClientIsServedWhileSlowHeadsHoldTheWholeTableAndTheSlowOnesGet408() async throws {
+    let harness = try ClusterHarness(extraArguments: ["-max-connections", "64", "-http-header-timeout", "5"])
+    let node = try await harness.startCluster(["node01"])
+    let port = harness.spec(node).httpPort
+    // 64 connections that each send the first byte of a head and nothing more: the table is full.
+    let slow = try (0..<64).map { _ in
+      let socket = try RawSocket(port: port, receiveTimeoutSeconds: 60)
+      try socket.send("G")
+      return socket
+    }
+    let client = try RawSocket(port: port)
+    try client.send("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    let reply = client.receiveUntilClosed()
+    #expect(reply.hasPrefix("HTTP/1.1 200 OK"), "served in place of the longest-waiting slow one: \(reply)")
+    // Each slow one is answered 408 and closed: when evicted, or at its head's deadline.
+    for (index, socket) in slow.enumerated() {
+      let answer = socket.receiveUntilClosed()
+      #expect(answer.hasPrefix("HTTP/1.1 408 Request Timeout"), "slow connection \(index): \(answer)")
+    }
+    let metrics = try await harness.request(node, .GET, "/metrics").bodyText
+    #expect((Self.value("raftdb_http_evicted_connections_total", in: metrics) ?? 0) >= 1, "\(metrics)")
+    #expect((Self.value("raftdb_http_header_timeouts_total", in: metrics) ?? 0) >= 1, "\(metrics)")
+    harness.stopAll()
+  }
+
+  @Test func bodiesBeyondTheBufferBudgetGet503AndTheBudgetComesBack() async throws {
+    let harness = try ClusterHarness(extraArguments: [
+      "-max-request-bytes", "1024", "-max-buffered-request-bytes", "2048",
+    ])
+    let node = try await harness.startCluster(["node01"])
+    let port = harness.spec(node).httpPort
+    // Two nearly complete bodies hold the whole budget.
+    var holders: [RawSocket]? = try (0..<2).map { _ in
+      let socket = try RawSocket(port: port)
+      try socket.send("POST /key HTTP/1.1\r\nContent-Length: 1024\r\n\r\n{\"a\": \"")
+      return socket
+    }
+    let held = await harness.eventually(timeout: .seconds(10)) {
+      let metrics = (try? await harness.request(node, .GET, "/metrics").bodyText) ?? ""
+      return Self.value("raftdb_http_buffered_request_bytes", in: metrics) == 2048
+    }
+    #expect(held, "both bodies are reserved in full at their heads")
+    let probe = try RawSocket(port: port)
+    try probe.send("POST /key HTTP/1.1\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n")
+    let answer = probe.receiveUntilClosed()
+    #expect(
+      answer.hasPrefix("HTTP/1.1 503 Service Unavailable"), "refused before the body is sent: \(answer)")
+    #expect(answer.hasSuffix(#"(-max-buffered-request-bytes); retry shortly"}"#), "\(answer)")
+    #expect(holders?.count == 2)
+    holders = nil  // Closing them returns their reservations.
+    let accepted = await harness.eventually(timeout: .seconds(10)) {
+      (try? await harness.request(node, .POST, "/key", body: #"{"b":"2"}"#).status) == .ok
+    }
+    #expect(accepted, "the budget came back when the holders closed")
+    let metrics = try await harness.request(node, .GET, "/metrics").bodyText
+    #expect((Self.value("raftdb_http_buffer_refusals_total", in: metrics) ?? 0) >= 1, "\(metrics)")
+    #expect(Self.value("raftdb_http_buffered_request_bytes", in: metrics) == 0, "\(metrics)")
+    harness.stopAll()
+  }
+
+  /// The value of an unlabelled metric in Prometheus text.
+  static func value(_ name: String, in metrics: String) -> Double? {
+    metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap {
+      Double($0.split(separator: " ")[1])
+    }
   }
 }
 
@@ -141,10 +201,10 @@ import Testing
 final class RawSocket {
   private let descriptor: Int32
 
-  init(port: Int) throws {
+  init(port: Int, receiveTimeoutSeconds: Int = 5) throws {
     descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard descriptor >= 0 else { throw HarnessError("socket: errno \(errno)") }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
     setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var address = loopbackAddress(port)
     let connected = withUnsafePointer(to: &address) {
@@ -172,7 +232,7 @@ final class RawSocket {
     }
   }
 
-  /// Reads until the peer closes, an error, or the 5-second timeout.
+  /// Reads until the peer closes, an error, or the receive timeout (5 s unless told).
   func receiveUntilClosed() -> String { receive(atLeast: Int.max) }
 
   /// Reads until at least `count` bytes arrived, the peer closes, or the timeout passes.

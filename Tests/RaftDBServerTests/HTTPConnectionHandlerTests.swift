@@ -36,11 +36,15 @@ import Testing
 
   let responder = ScriptedResponder()
   let channel = EmbeddedChannel()
+  let budget = RequestBodyBudget(limitBytes: 1 << 20)
+
+  /// A 16-byte body limit, and the server's default deadlines.
+  static let limits = HTTPLimits(
+    maxBodyBytes: 16, headerTimeout: .seconds(10), bodyTimeout: .seconds(30), idleTimeout: .seconds(60))
 
   init() throws {
-    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-      withPipeliningAssistance: true, withErrorHandling: false)
-    try channel.pipeline.syncOperations.addHandler(HTTPConnectionHandler(api: responder, maxBodyBytes: 16))
+    try channel.pipeline.syncOperations.addRaftDBHTTPHandlers(
+      api: responder, limits: Self.limits, budget: budget, activity: ConnectionActivity(), refusals: nil)
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8091)).wait()
   }
 
