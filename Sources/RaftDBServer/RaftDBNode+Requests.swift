@@ -66,7 +66,7 @@ extension RaftDBNode {
   }
 
   private func proposeWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
-    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
+    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped(stopReason)) }
     guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
     let request = KVRequest(
       command: command, idempotencyKey: idempotencyKey,
@@ -98,7 +98,7 @@ extension RaftDBNode {
   }
 
   private func startRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
-    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
+    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped(stopReason)) }
     precondition(level != .stale, "stale reads are served from the read view, off the loop")
     guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
     let requestID = nextRequestID
@@ -205,7 +205,7 @@ extension RaftDBNode {
   }
 
   private func proposeConfigurationChange(_ change: ConfigurationChange) -> EventLoopFuture<Void> {
-    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped("node is shutting down")) }
+    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped(stopReason)) }
     guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
     let position: LogPosition
     do {

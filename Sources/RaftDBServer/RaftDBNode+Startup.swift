@@ -35,8 +35,15 @@ extension RaftDBNode {
     var storageOptions = FileStorageOptions()
     storageOptions.segmentSizeBytes = options.walSegmentBytes
     storageOptions.snapshotsRetained = options.snapshotsRetained
-    let storage = try FileStorage(directory: options.dataDirectory, options: storageOptions, logger: logger)
+    let faults = options.testDiskFullAfterWALWrites.map { _ in FaultInjectingFileSystem() }
+    let storage = try FileStorage(
+      directory: options.dataDirectory, options: storageOptions, fileSystem: faults ?? POSIXFileSystem(),
+      logger: logger)
     let recovered = try storage.recover()
+    if let faults, let writes = options.testDiskFullAfterWALWrites {
+      logger.warning("test fault: WAL write \(writes) from now on fails with ENOSPC")
+      faults.fail(.write, onCall: max(1, writes), errno: ENOSPC, pathContains: "/wal/", sticky: true)
+    }
     for warning in recovered.warnings { logger.warning("recovery: \(warning)") }
     try claimDirectory(options)
 

@@ -66,6 +66,8 @@ public final class RaftDBNode: @unchecked Sendable {
   var stopped = false
   /// Refused peer input, logged at most once per reason per interval (every refusal is counted).
   var refusalLog = RateLimitedLog<String>()
+  /// Why the node stopped, for the answers to requests that arrive afterwards.
+  var stopReason = "node is shutting down"
   /// Called once after a fatal error; the executable exits so that a supervisor restarts it.
   let onFatalError: @Sendable (String) -> Void
 
@@ -386,17 +388,24 @@ public final class RaftDBNode: @unchecked Sendable {
   func fail(_ reason: String) {
     guard !stopped else { return }
     logger.critical("stopping the node: \(reason)")
+    stopReason = reason
     stopAndFailWaiters(NodeError.stopped(reason))
+    // The waiters' answers are on their way to the connections' loops; the executable lets the
+    // HTTP server write them before it exits (RaftDBCommand).
     onFatalError(reason)
   }
 
   func stopAndFailWaiters(_ error: NodeError) {
     stopped = true
     ticker?.cancel()
+    // A pending proposal is in the log and may still commit (followers may hold it, and a restarted
+    // node replays what reached its disk): its outcome is unknown, not refused (docs/API.md).
+    let unknown = NodeError.outcomeUnknown(
+      "\(error); the write was proposed and may still be applied: retry with the same Idempotency-Key")
     for proposal in proposals.values {
       switch proposal.waiter {
-      case .write(let promise): promise.fail(error)
-      case .configuration(let promise): promise.fail(error)
+      case .write(let promise): promise.fail(unknown)
+      case .configuration(let promise): promise.fail(unknown)
       }
     }
     proposals = [:]

@@ -58,6 +58,10 @@ public struct ServerOptions: Sendable {
   /// Proposals refused (503) beyond this many bytes of uncommitted log.
   public var maxUncommittedBytes = 64 << 20
   public var logLevel: Logger.Level = .info
+  /// Test only (the raftdb executable reads it from `RAFTDB_TEST_DISK_FULL_AFTER_WAL_WRITES`): the
+  /// WAL write this many writes after startup, and every one after it, fails with ENOSPC as on a
+  /// full disk, so that process-level tests can watch a node answer and stop. Nil in production.
+  public var testDiskFullAfterWALWrites: Int?
 
   public init(name: String, httpAddress: String, raftAddress: String, dataDirectory: String) {
     self.name = name

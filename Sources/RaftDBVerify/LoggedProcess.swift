@@ -4,9 +4,10 @@ import Foundation
 /// appends, so a node's log reads as one story across kills. Shared by `raftctl verify` and the
 /// integration tests.
 public enum LoggedProcess {
-  public static func launch(_ executable: URL, arguments: [String], appendingOutputTo logURL: URL) throws
-    -> Process
-  {
+  /// `environment` is added to this process's own.
+  public static func launch(
+    _ executable: URL, arguments: [String], environment: [String: String] = [:], appendingOutputTo logURL: URL
+  ) throws -> Process {
     if !FileManager.default.fileExists(atPath: logURL.path) {
       FileManager.default.createFile(atPath: logURL.path, contents: nil)
     }
@@ -16,6 +17,9 @@ public enum LoggedProcess {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
+    if !environment.isEmpty {
+      process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     process.standardOutput = log
     process.standardError = log
     try process.run()

@@ -84,7 +84,10 @@ enum DataFormat {
         path: directory, reason: "the directory is missing from an initialized data directory")
     }
     guard fs.fileExists(layout.hardState) else {
-      throw .unrecoverable(path: layout.hardState, reason: "the hard state file is missing")
+      throw .unrecoverable(
+        path: layout.hardState,
+        reason: "the hard state file is missing from an initialized data directory (FORMAT exists); "
+          + "the node's term and vote are lost. " + HardStateFile.recoveryAdvice)
     }
   }
 
@@ -116,6 +119,9 @@ enum DataFormat {
     try temporary.sync()
     try fs.syncDirectory(layout.wal)
     try fs.syncDirectory(layout.snapshots)
+    // The entries of hardstate, wal and snapshots must be durable before FORMAT can be: a directory
+    // with FORMAT and without a hard state is refused.
+    try fs.syncDirectory(layout.root)
     try fs.rename(layout.formatTemporary, to: layout.format)
     try fs.syncDirectory(layout.root)
   }

@@ -35,11 +35,24 @@ extension FileStorage {
       snapshot: snapshot, isFallback: !damaged.isEmpty, walFirst: scan.firstIndex,
       walLast: scan.lastIndex ?? 0,
       termAtSnapshot: scan.termAtSnapshot)
+    // Both refusals come before anything is changed (a torn tail cut, a log reset).
+    let lastHeld: UInt64
+    switch decision {
+    case .unrecoverable(let reason):
+      let files = [
+        chosen.map { "snapshot \(layout.snapshot(index: $0.index, term: $0.term))" },
+        scan.segments.first.map { "first WAL segment \($0.path)" },
+      ].compactMap { $0 }
+      throw .unrecoverable(
+        path: directory, reason: reason + (files.isEmpty ? "" : " (\(files.joined(separator: ", ")))"))
+    case .resetToSnapshot: lastHeld = snapshot.index
+    case .keep: lastHeld = scan.entries.last?.index ?? snapshot.index
+    }
+    try checkCommit(hardStateFile, lastHeld: lastHeld, snapshot: chosen, scan: scan)
     var entries: [LogEntry] = []
     let opened: (wal: WriteAheadLog, warnings: [String])
     switch decision {
-    case .unrecoverable(let reason):
-      throw .unrecoverable(path: directory, reason: reason)
+    case .unrecoverable: preconditionFailure("refused above")
     case .resetToSnapshot(let reason):
       warnings.append(reason)
       opened = try WriteAheadLog.replace(
@@ -67,10 +80,32 @@ extension FileStorage {
 
     wal = opened.wal
     self.hardStateFile = hardStateFile
+    durableIndex = lastHeld
     shape = LogShape(floor: snapshot.position, entries: entries)
     for warning in warnings { logger.warning("\(warning)") }
     return RecoveredState(
       stored: StoredState(hardState: hardStateFile.current, snapshot: snapshot, entries: entries),
       snapshot: chosen, warnings: warnings)
+  }
+
+  /// Refuses a hard state whose commit index lies beyond the recovered log (`RecoveryRules.commitProblem`).
+  private func checkCommit(
+    _ hardStateFile: HardStateFile, lastHeld: UInt64, snapshot: SnapshotMetadata?, scan: WALScan
+  ) throws(StorageError) {
+    guard
+      let problem = RecoveryRules.commitProblem(
+        commit: hardStateFile.current.commit, lastHeld: lastHeld, snapshot: snapshot ?? .empty)
+    else { return }
+    let files = [
+      scan.segments.last.map { "newest WAL segment \($0.path)" } ?? "no WAL segment in \(layout.wal)",
+      snapshot.map { "snapshot \(layout.snapshot(index: $0.index, term: $0.term))" },
+    ].compactMap { $0 }
+    throw .unrecoverable(
+      path: hardStateFile.path,
+      reason: problem
+        + " (\(files.joined(separator: ", "))). The log was truncated or removed outside raftdb, "
+        + "or the disk lost synced data; nothing was changed. Move the data directory aside (keep it for "
+        + "diagnosis) and add the node back to the cluster with an empty directory, so that it receives the "
+        + "log from the leader; a single-node cluster must be restored from a backup (or its WAL put back)")
   }
 }

@@ -19,6 +19,12 @@ public final class FileStorage: RaftStorage {
   var wal: WriteAheadLog?
   var hardStateFile: HardStateFile?
   var shape = LogShape(floor: .zero)
+  /// The highest index that the disk holds (in the WAL or a snapshot) even after a power loss:
+  /// everything recovery read, raised to the last entry by each WAL fsync, lowered by a truncation.
+  var durableIndex: UInt64 = 0
+  /// The hard state the core asked for, when the one written had its commit held back to
+  /// `durableIndex`; `sync` writes it once the WAL fsync has made its entries durable.
+  var heldBackHardState: HardState?
 
   public init(
     directory: String, options: FileStorageOptions = FileStorageOptions(),
@@ -63,16 +69,19 @@ public final class FileStorage: RaftStorage {
       if let snapshot = batch.snapshot {
         try wal.reset(after: snapshot.index)
         shape.reset(to: snapshot.position)
+        // The snapshot file was synced when the store committed it.
+        durableIndex = snapshot.index
       }
       if !batch.entries.isEmpty {
         if let index = truncateFrom {
           try wal.truncate(from: index)
           shape.truncate(from: index)
+          durableIndex = min(durableIndex, index - 1)
         }
         try wal.append(batch.entries)
         shape.append(batch.entries)
       }
-      if let hardState = batch.hardState { try hardStateFile.write(hardState) }
+      if let hardState = batch.hardState { try writeHardState(hardState, to: hardStateFile) }
     }
   }
 
@@ -81,6 +90,8 @@ public final class FileStorage: RaftStorage {
     let (wal, hardStateFile) = try opened()
     return try failure.guarding { () throws(StorageError) -> LogPosition in
       try wal.sync()
+      durableIndex = shape.lastIndex
+      if let heldBack = heldBackHardState { try writeHardState(heldBack, to: hardStateFile) }
       try hardStateFile.syncIfNeeded()
       return shape.lastPosition
     }
@@ -95,6 +106,23 @@ public final class FileStorage: RaftStorage {
       try wal.compact(through: bound)
       shape.raiseFloor(to: bound)
     }
+  }
+
+  /// Writes `state` with its commit index held back to `durableIndex`.
+  ///
+  /// A slot written without an fsync (a commit-only change, or any write before the WAL's fsync) can
+  /// reach the disk before the WAL records written ahead of it: writeback order is arbitrary. If it
+  /// named a commit index above what the WAL then held, recovery could not tell that legitimate
+  /// power loss from a log that lost acknowledged entries (which it refuses). Holding the commit
+  /// back makes "commit ≤ the last index the log and snapshot hold" true on disk at every instant:
+  /// the entries a written commit index covers were made durable by an earlier WAL fsync (`sync`,
+  /// `wal.sync()`), a truncation's fsync, or the store's snapshot commit. The commit index is only a
+  /// hint, so holding it back costs a restarted node nothing but re-learning it.
+  private func writeHardState(_ state: HardState, to file: HardStateFile) throws(StorageError) {
+    var written = state
+    written.commit = min(state.commit, durableIndex)
+    try file.write(written)
+    heldBackHardState = written == state ? nil : state
   }
 
   /// Closes every file and releases the directory lock. The object is unusable afterwards.

@@ -38,6 +38,12 @@ import Raft
 
   deinit { file.close() }
 
+  /// What an operator should do when the hard state is gone (part of the refusal's message).
+  static let recoveryAdvice =
+    "Do not start this node with a made-up term and vote: move the data directory aside (keep it for "
+    + "diagnosis) and add the node back to the cluster with an empty directory, so that it receives "
+    + "the log from the leader; a single-node cluster must be restored from a backup"
+
   /// Writes the initial state into both slots, durably. Done before FORMAT is written, so that an
   /// initialized directory always has a valid slot and a torn first write cannot leave none.
   static func initialize(path: String, fileSystem fs: any StorageFileSystem) throws(StorageError) {
@@ -67,21 +73,20 @@ import Raft
         problems.append("slot \(slot) at offset \(start): \(reason)")
       }
     }
-    if best == nil {
-      guard bytes.isEmpty else {
-        file.close()
-        throw .corruption(
-          file: path, offset: 0,
-          reason: "both hard state slots are invalid (\(problems.joined(separator: "; ")))")
-      }
-      // Only an outside hand empties the file; an empty file never held a term or vote.
-      warning = "\(path) was empty; starting from the initial hard state"
-      try file.writeAll(encode(.initial, sequence: 1), at: 0)
-      try file.writeAll(encode(.initial, sequence: 0), at: slotStride)
-      best = (0, 1, .initial)
+    guard let chosen = best else {
+      file.close()
+      // An initialized directory always has a valid slot: `initialize` writes and syncs both
+      // before FORMAT exists. An empty file (or one with no valid slot) lost the term and vote the
+      // node promised; starting from the initial state could let it vote twice in a term.
+      let what =
+        bytes.isEmpty
+        ? "the hard state file is empty"
+        : "both hard state slots are invalid (\(problems.joined(separator: "; ")))"
+      throw .corruption(
+        file: path, offset: 0,
+        reason: what + "; the node's term and vote are lost. " + HardStateFile.recoveryAdvice)
     }
-    let chosen = best!
-    if !problems.isEmpty && warning == nil {
+    if !problems.isEmpty {
       // One torn slot is the expected trace of a crash during a write (and is overwritten next), but
       // it can also be decay of the newest slot, so it is always reported.
       warning =

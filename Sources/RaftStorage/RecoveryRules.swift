@@ -52,3 +52,18 @@ enum RecoveryRules {
     return .keep
   }
 }
+
+extension RecoveryRules {
+  /// The hard state's commit index must lie within what the log and snapshot hold.
+  ///
+  /// `FileStorage` never writes a commit index above the entries already made durable (see
+  /// `FileStorage.writeHardState`), so no crash or power loss can leave one beyond the recovered
+  /// log: when it is, acknowledged entries were lost after they were written (a WAL truncated or
+  /// removed by hand, a file system that lost synced data). Returns the reason to refuse, or nil.
+  static func commitProblem(commit: UInt64, lastHeld: UInt64, snapshot: SnapshotMetadata) -> String? {
+    guard commit > lastHeld else { return nil }
+    let missing = lastHeld + 1 == commit ? "entry \(commit) is" : "entries \(lastHeld + 1)...\(commit) are"
+    return "the hard state's commit index is \(commit) but the log and snapshot (at \(snapshot.index)) "
+      + "end at \(lastHeld): \(missing) committed but missing"
+  }
+}

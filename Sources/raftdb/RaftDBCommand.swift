@@ -6,6 +6,7 @@ import NIOPosix
 import RaftDBClient
 import RaftDBServer
 import ServiceLifecycle
+import Synchronization
 
 @main
 struct RaftDBCommand: AsyncParsableCommand {
@@ -190,24 +191,59 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxBufferedRequestBytes = maxBufferedRequestBytes
     options.requestTimeoutMillis = requestTimeout
     options.logLevel = level
+    if let writes = ProcessInfo.processInfo.environment["RAFTDB_TEST_DISK_FULL_AFTER_WAL_WRITES"] {
+      // Test only (see ServerOptions.testDiskFullAfterWALWrites).
+      options.testDiskFullAfterWALWrites = Int(writes)
+    }
 
     try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    let fatal = FatalExit()
     let node = try await RaftDBNode.start(options: options, logger: logger, networkGroup: group) { reason in
-      // Crash-only: after a storage failure the process exits and a supervisor restarts it; recovery
-      // from disk is the one well-tested path back.
-      FileHandle.standardError.write(Data("raftdb: fatal: \(reason)\n".utf8))
-      Foundation.exit(70)
+      fatal.exit(reason)
     }
     let (host, port) = splitHostPort(haddr)!
     let server = try await RaftDBHTTPServer.start(
       node: node, host: host, port: port, group: group, logger: logger)
+    fatal.answerBeforeExiting(server)
     let services = ServiceGroup(
       configuration: .init(
         services: [.init(service: NodeService(node: node)), .init(service: HTTPService(server: server))],
         gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await services.run()
     logger.info("raftdb stopped")
+  }
+}
+
+/// Crash-only: after a storage failure the process exits (status 70) and a supervisor restarts it;
+/// recovery from disk is the one well-tested path back. The node has already failed every request
+/// in flight (503, the write's outcome unknown); exiting at once would drop those answers with the
+/// connections, so the HTTP server is first shut down gracefully, which writes each connection's
+/// pending answer and closes it, for at most `drainSeconds`.
+final class FatalExit: Sendable {
+  static let drainSeconds = 2.0
+  private let state = Mutex<(server: RaftDBHTTPServer?, exiting: Bool)>((nil, false))
+
+  func answerBeforeExiting(_ server: RaftDBHTTPServer) { state.withLock { $0.server = server } }
+
+  /// Called on the node's event loop: never blocks it.
+  func exit(_ reason: String) {
+    FileHandle.standardError.write(Data("raftdb: fatal: \(reason)\n".utf8))
+    let (server, first) = state.withLock { state in
+      defer { state.exiting = true }
+      return (state.server, !state.exiting)
+    }
+    guard first else { return }
+    guard let server else { Foundation.exit(70) }
+    let drained = DispatchSemaphore(value: 0)
+    Task.detached {
+      await server.shutdown(gracePeriod: .seconds(Self.drainSeconds))
+      drained.signal()
+    }
+    Thread.detachNewThread {
+      _ = drained.wait(timeout: .now() + Self.drainSeconds + 1)
+      Foundation.exit(70)
+    }
   }
 }
 

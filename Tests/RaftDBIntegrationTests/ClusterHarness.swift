@@ -66,7 +66,9 @@ final class ClusterHarness: @unchecked Sendable {
   func spec(_ name: String) -> NodeSpec { nodes.first { $0.name == name }! }
 
   /// Starts (or restarts) a node; `join` is the HTTP address to join through on first start.
-  func start(_ name: String, join: String? = nil, arguments: [String] = []) throws {
+  func start(
+    _ name: String, join: String? = nil, arguments: [String] = [], environment: [String: String] = [:]
+  ) throws {
     let spec = spec(name)
     var args = ["-id", name, "-haddr", spec.http, "-raddr", spec.raft]
     if let join { args += ["-join", join] }
@@ -74,7 +76,8 @@ final class ClusterHarness: @unchecked Sendable {
     args += extraArguments + arguments + [spec.directory.path]
     try FileManager.default.createDirectory(at: spec.directory, withIntermediateDirectories: true)
     let process = try LoggedProcess.launch(
-      Self.executable, arguments: args, appendingOutputTo: root.appendingPathComponent("\(name).log"))
+      Self.executable, arguments: args, environment: environment,
+      appendingOutputTo: root.appendingPathComponent("\(name).log"))
     lock.withLock { processes[name] = process }
   }
 
@@ -83,6 +86,18 @@ final class ClusterHarness: @unchecked Sendable {
     guard let process = lock.withLock({ processes.removeValue(forKey: name) }) else { return }
     Foundation.kill(process.processIdentifier, signal)
     process.waitUntilExit()
+  }
+
+  /// Waits until a node's process exits by itself; returns its exit status (nil: still running).
+  func waitForExit(_ name: String, timeout: Duration = .seconds(10)) async -> Int32? {
+    guard let process = lock.withLock({ processes[name] }) else { return nil }
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(20))
+    }
+    guard !process.isRunning else { return nil }
+    lock.withLock { processes[name] = nil }
+    return process.terminationStatus
   }
 
   func isRunning(_ name: String) -> Bool { lock.withLock { processes[name]?.isRunning ?? false } }

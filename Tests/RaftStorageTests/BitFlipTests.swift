@@ -106,6 +106,9 @@ import Testing
     let harness = try Harness(.file, options: smallSegments)
     let old = HardState(term: 3, vote: NodeID(1), commit: 1)
     let new = HardState(term: 4, vote: NodeID(2), commit: 2)
+    // A log for the commit indexes to lie within (recovery refuses one beyond it).
+    try harness.append(Entries.run(1...20, term: 1))
+    try harness.storage.sync()
     for state in [old, new] {
       try harness.storage.write(PersistBatch(hardState: state))
       try harness.storage.sync()

@@ -21,6 +21,9 @@ import Testing
     let fs = FaultInjectingFileSystem()
     let storage = try FileStorage(directory: directory.data, fileSystem: fs, logger: quietLogger)
     _ = try storage.recover()
+    // The commit indexes below must lie within the log (recovery refuses one beyond it).
+    try storage.write(PersistBatch(entries: Entries.run(1...9, term: 1)))
+    try storage.sync()
     func hardStateSyncs(_ state: HardState) throws -> Int {
       fs.clearTrace()
       try storage.write(PersistBatch(hardState: state))
@@ -44,6 +47,9 @@ import Testing
     let harness = try Harness(.file)
     let old = HardState(term: 4, vote: NodeID(2), commit: 3)
     let new = HardState(term: 5, vote: NodeID(3), commit: 3)
+    // A log for the commit indexes to lie within (recovery refuses one beyond it).
+    try harness.append(Entries.run(1...20, term: 1))
+    try harness.storage.sync()
     try harness.storage.write(PersistBatch(hardState: old))
     try harness.storage.sync()
     try harness.storage.write(PersistBatch(hardState: new))
@@ -81,6 +87,9 @@ import Testing
     let harness = try Harness(.file)
     let old = HardState(term: 7, vote: NodeID(1), commit: 10)
     let new = HardState(term: 8, vote: NodeID(2), commit: 12)
+    // A log for the commit indexes to lie within (recovery refuses one beyond it).
+    try harness.append(Entries.run(1...20, term: 1))
+    try harness.storage.sync()
     try harness.storage.write(PersistBatch(hardState: old))
     try harness.storage.sync()
     harness.file.close()
