@@ -132,7 +132,7 @@ let package = Package(
     .testTarget(
       name: "RaftDBIntegrationTests",
       dependencies: [
-        "RaftDBClient", "RaftDBVerify", "raftdb",
+        "RaftDBClient", "RaftDBVerify", "raftdb", "Raft", "RaftTransport", "RaftDBServer",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

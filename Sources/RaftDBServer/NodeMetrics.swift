@@ -29,6 +29,8 @@ final class NodeMetrics: Sendable {
   let snapshotInstallDuration: CoreMetrics.Timer
   let proposals: CoreMetrics.Counter
   let droppedPeerMessages: CoreMetrics.Gauge
+  /// Peers this node keeps an outbound connection to (configured, or a joining node's leader).
+  let outboundPeers: CoreMetrics.Gauge
   let openConnections: CoreMetrics.Gauge
   let refusedConnections: CoreMetrics.Counter
   /// Peer messages the core refused (`MessageRefusal`), by reason.
@@ -62,6 +64,7 @@ final class NodeMetrics: Sendable {
       label: "raftdb_snapshot_install_duration_seconds", factory: factory)
     proposals = CoreMetrics.Counter(label: "raftdb_raft_proposals_total", factory: factory)
     droppedPeerMessages = CoreMetrics.Gauge(label: "raftdb_transport_dropped_messages", factory: factory)
+    outboundPeers = CoreMetrics.Gauge(label: "raftdb_peer_outbound_peers", factory: factory)
     openConnections = CoreMetrics.Gauge(label: "raftdb_http_open_connections", factory: factory)
     refusedConnections = CoreMetrics.Counter(label: "raftdb_http_refused_connections_total", factory: factory)
     var refusedMessages: [MessageRefusal: CoreMetrics.Counter] = [:]

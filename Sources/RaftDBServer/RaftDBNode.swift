@@ -339,6 +339,8 @@ public final class RaftDBNode: @unchecked Sendable {
       self.catchUpTicks()
       self.expireRequests()
       self.processReady()
+      self.metrics.outboundPeers.record(Int64(self.transport.outboundPeerCount))
+      self.metrics.droppedPeerMessages.record(Int64(self.transport.droppedMessages))
     }
   }
 

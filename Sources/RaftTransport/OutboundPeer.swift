@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Raft
+import Synchronization
 
 /// The connection from this node to one peer, which carries every message this node sends it.
 /// Messages go out in one write and one flush per batch; while disconnected (or while the peer reads
@@ -24,7 +25,9 @@ final class OutboundPeer: @unchecked Sendable {
   private var backoff: TimeAmount
   private var retry: Scheduled<Void>?
   private var closed = false
-  private(set) var droppedMessages = 0
+  /// Read from any thread (metrics), so atomic.
+  private let dropped = Atomic<Int>(0)
+  var droppedMessages: Int { dropped.load(ordering: .relaxed) }
 
   init(
     peer: NodeID, address: String, localID: NodeID, eventLoop: any EventLoop, options: TransportOptions,
@@ -75,7 +78,7 @@ final class OutboundPeer: @unchecked Sendable {
       guard queue.count < options.maxQueuedMessagesPerPeer,
         queuedBytes + size <= options.maxQueuedBytesPerPeer
       else {
-        droppedMessages += 1
+        dropped.add(1, ordering: .relaxed)
         continue
       }
       queue.append(message)

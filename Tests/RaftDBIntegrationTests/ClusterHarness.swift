@@ -102,6 +102,30 @@ final class ClusterHarness: @unchecked Sendable {
 
   func isRunning(_ name: String) -> Bool { lock.withLock { processes[name]?.isRunning ?? false } }
 
+  /// A running node's process id.
+  func pid(_ name: String) -> Int32? { lock.withLock { processes[name]?.processIdentifier } }
+
+  /// A node's resident memory in bytes, from /proc.
+  func residentBytes(_ name: String) -> Int? {
+    guard let pid = pid(name),
+      let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+      let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+    else { return nil }
+    return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+  }
+
+  /// The sum of a metric's samples whose labels contain `labels` (e.g. `reason="unknown_peer"`).
+  func metric(_ name: String, _ node: String, labels: String = "") async -> Double {
+    guard let text = try? await request(node, .GET, "/metrics").bodyText else { return -1 }
+    var total = 0.0
+    for line in text.split(separator: "\n") where line.hasPrefix(name) && !line.hasPrefix("#") {
+      let key = line.split(separator: " ").first.map(String.init) ?? ""
+      guard key == name || key.hasPrefix(name + "{"), labels.isEmpty || key.contains(labels) else { continue }
+      total += Double(line.split(separator: " ").last ?? "") ?? 0
+    }
+    return total
+  }
+
   /// Sends SIGTERM and waits; returns the exit status.
   func terminate(_ name: String) -> Int32? {
     guard let process = lock.withLock({ processes.removeValue(forKey: name) }) else { return nil }

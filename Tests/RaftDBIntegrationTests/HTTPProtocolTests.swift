@@ -220,8 +220,9 @@ final class RawSocket {
 
   deinit { close(descriptor) }
 
-  func send(_ text: String) throws {
-    let bytes = Array(text.utf8)
+  func send(_ text: String) throws { try send(bytes: Array(text.utf8)) }
+
+  func send(bytes: [UInt8]) throws {
     var sent = 0
     while sent < bytes.count {
       let count = bytes[sent...].withUnsafeBytes {
@@ -229,6 +230,18 @@ final class RawSocket {
       }
       guard count > 0 else { throw HarnessError("send: errno \(errno)") }
       sent += count
+    }
+  }
+
+  /// Whether the peer closed the connection (or reset it) before the receive timeout; whatever it
+  /// sent first is read and dropped.
+  func closedByPeer() -> Bool {
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let n = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+      if n > 0 { continue }
+      if n == 0 { return true }
+      return errno != EAGAIN && errno != EWOULDBLOCK
     }
   }
 
