@@ -27,8 +27,9 @@ public enum MessageRefusal: Sendable, Hashable, CustomStringConvertible {
   /// A reply that answers something this node never sent (a match beyond its log, a read round
   /// it never started, a read index it never asked for).
   case unsolicitedResponse
-  /// Entries that no leader could send: terms above the message's or out of order, an undecodable
-  /// configuration, or a conflict with an entry this node already knows is committed.
+  /// Entries that no leader could send: not contiguous, terms above the message's or falling, or an
+  /// undecodable configuration. (Entries at or below this node's commit index are skipped, never
+  /// compared: by leader completeness they match.)
   case impossibleEntries
   /// A leadership transfer order from a node that is not this node's leader.
   case timeoutNowNotFromLeader

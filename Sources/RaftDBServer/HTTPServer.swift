@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RaftTransport
 
 /// The HTTP/1.1 server of the client API, directly on SwiftNIO: connections live on the network
 /// event loops and requests are answered there (see `RaftDBAPI` for why there is no framework in
@@ -43,6 +44,11 @@ public final class RaftDBHTTPServer: Sendable {
     let listener = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(HTTPAcceptFailureHandler(node: node))
+        }
+      }
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
       .childChannelOption(.maxMessagesPerRead, value: 16)
       .childChannelInitializer { channel in
@@ -83,6 +89,23 @@ public final class RaftDBHTTPServer: Sendable {
 }
 
 struct ConnectionLimitReached: Error {}
+
+/// Reports a client listener that cannot accept (out of file descriptors, most often) to the node,
+/// which counts and logs it and, if it leads, hands its leadership over (as for the peer listener).
+private final class HTTPAcceptFailureHandler: ChannelInboundHandler {
+  typealias InboundIn = any Channel
+  let node: RaftDBNode
+
+  init(node: RaftDBNode) { self.node = node }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.fireChannelRead(data) }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    node.transportRefused(
+      TransportRefusal(
+        reason: .acceptFailed, remote: "", detail: "cannot accept client connections: \(error)"))
+  }
+}
 
 /// The open connections, for the limit and for shutdown.
 ///

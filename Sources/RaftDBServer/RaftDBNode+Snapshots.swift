@@ -193,13 +193,30 @@ extension RaftDBNode {
   public func transportRefused(_ refusal: TransportRefusal) {
     metrics.refusedPeerConnections[refusal.reason]?.increment()
     loop.execute {
-      let interval = self.refusalLog.interval
-      self.refusalLog.record("connection:" + refusal.reason.rawValue) { heldBack in
-        self.logger.warning(
-          "refused a peer connection: \(refusal.detail)\(Logger.heldBackSuffix(heldBack, interval: interval))",
-          metadata: ["remote": "\(refusal.remote)", "reason": "\(refusal.reason.rawValue)"])
+      self.connectionRefusalLog.record(refusal.reason, refusal) { refusal, heldBack in
+        self.logConnectionRefusal(refusal, heldBack: heldBack)
       }
       if refusal.reason == .acceptFailed { self.stepDownForResourceExhaustion(refusal.detail) }
+    }
+  }
+
+  func logConnectionRefusal(_ refusal: TransportRefusal, heldBack: Int) {
+    logger.warning(
+      "refused a peer connection: \(refusal.detail)\(Logger.heldBackSuffix(heldBack, interval: Self.refusalLogInterval))",
+      metadata: ["remote": "\(refusal.remote)", "reason": "\(refusal.reason.rawValue)"])
+  }
+
+  func logMessageRefusal(_ message: Message, _ refusal: MessageRefusal, heldBack: Int) {
+    logger.warning(
+      "refused a peer message: \(refusal)\(Logger.heldBackSuffix(heldBack, interval: Self.refusalLogInterval))",
+      metadata: ["message": "\(message.description.prefix(200))", "reason": "\(refusal.label)"])
+  }
+
+  /// Summaries of refusals held back by the rate limit, once their interval is over.
+  func flushRefusalLogs() {
+    connectionRefusalLog.flush { refusal, heldBack in logConnectionRefusal(refusal, heldBack: heldBack) }
+    messageRefusalLog.flush { event, heldBack in
+      logMessageRefusal(event.message, event.refusal, heldBack: heldBack)
     }
   }
 
@@ -225,11 +242,8 @@ extension RaftDBNode {
   /// Counts a peer message the core refused and logs it (rate-limited: a flood costs a counter each).
   func refused(_ message: Message, _ refusal: MessageRefusal) {
     metrics.refusedPeerMessages[refusal]?.increment()
-    let interval = refusalLog.interval
-    refusalLog.record(refusal.label) { heldBack in
-      logger.warning(
-        "refused a peer message: \(refusal)\(Logger.heldBackSuffix(heldBack, interval: interval))",
-        metadata: ["message": "\(message.description.prefix(200))", "reason": "\(refusal.label)"])
+    messageRefusalLog.record(refusal, (message, refusal)) { event, heldBack in
+      logMessageRefusal(event.message, event.refusal, heldBack: heldBack)
     }
   }
 }

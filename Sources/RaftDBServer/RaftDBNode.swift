@@ -65,7 +65,13 @@ public final class RaftDBNode: @unchecked Sendable {
   var lastTick = NIODeadline.now()
   var stopped = false
   /// Refused peer input, logged at most once per reason per interval (every refusal is counted).
-  var refusalLog = RateLimitedLog<String>()
+  // The log closures must not touch these (they run inside the logs' own mutating calls): they use
+  // `refusalLogInterval`.
+  var messageRefusalLog = RateLimitedLog<MessageRefusal, (message: Message, refusal: MessageRefusal)>(
+    interval: refusalLogInterval)
+  var connectionRefusalLog = RateLimitedLog<TransportRefusal.Reason, TransportRefusal>(
+    interval: refusalLogInterval)
+  static let refusalLogInterval = TimeAmount.seconds(10)
   /// Why the node stopped, for the answers to requests that arrive afterwards.
   var stopReason = "node is shutting down"
   /// Called once after a fatal error; the executable exits so that a supervisor restarts it.
@@ -339,6 +345,7 @@ public final class RaftDBNode: @unchecked Sendable {
       self.catchUpTicks()
       self.expireRequests()
       self.processReady()
+      self.flushRefusalLogs()
       self.metrics.outboundPeers.record(Int64(self.transport.outboundPeerCount))
       self.metrics.droppedPeerMessages.record(Int64(self.transport.droppedMessages))
     }

@@ -33,7 +33,9 @@ public struct ServerOptions: Sendable {
   public var maxValueBytes = 1 << 20
   /// Largest request body accepted, in bytes.
   public var maxRequestBytes = 8 << 20
-  /// Open client connections beyond this many are closed as soon as they are accepted.
+  /// Open client connections at most. A newcomer to a full table evicts the connection that has
+  /// waited longest for its own client; when every connection has a request at the node, the
+  /// newcomer is closed.
   public var maxConnections = 4096
   /// Client connections that send nothing for this long (while not awaiting an answer) are closed.
   public var httpIdleTimeoutSeconds = 60

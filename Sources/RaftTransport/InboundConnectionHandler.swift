@@ -14,6 +14,8 @@ final class InboundConnectionHandler: ChannelInboundHandler {
     case awaitingHello
     case messages(from: NodeID)
     case snapshotHeader(from: NodeID)
+    /// The installSnapshot message arrived and was admitted; the size comes next.
+    case snapshotAnnounced(from: NodeID, message: Message, metadata: SnapshotMetadata)
     case snapshotData(
       from: NodeID, message: Message, sink: any SnapshotSink, expected: UInt64, received: UInt64)
     case done
@@ -27,6 +29,11 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   /// Who may connect, as the node last published it.
   private let admission: @Sendable () -> PeerAdmission
   private let learnAddress: @Sendable (NodeID, String) -> Void
+  /// Inbound snapshot streams in progress, across connections (at most one).
+  private let snapshotSlot: SnapshotSlot
+  private var holdsSnapshotSlot = false
+  /// Tells the connection table this connection introduced itself (it can no longer be evicted).
+  private let onHello: () -> Void
   private var state = State.awaitingHello
   private var batch: [Message] = []
 
@@ -35,8 +42,11 @@ final class InboundConnectionHandler: ChannelInboundHandler {
     options: TransportOptions = TransportOptions(),
     progress: InboundConnectionProgress = InboundConnectionProgress(),
     admission: @escaping @Sendable () -> PeerAdmission = { PeerAdmission() },
+    snapshotSlot: SnapshotSlot = SnapshotSlot(), onHello: @escaping () -> Void = {},
     learnAddress: @escaping @Sendable (NodeID, String) -> Void = { _, _ in }
   ) {
+    self.snapshotSlot = snapshotSlot
+    self.onHello = onHello
     self.localID = localID
     self.delegate = delegate
     self.logger = logger
@@ -60,6 +70,9 @@ final class InboundConnectionHandler: ChannelInboundHandler {
       guard hello.to == localID else {
         throw WireError.malformed("connection for \(hello.to) reached \(localID) (stale address?)")
       }
+      guard hello.from != localID else {
+        throw PeerRefusal(reason: .unknownPeer, detail: "hello claims this node's own id")
+      }
       let admission = admission()
       if admission.clusterID != 0, hello.clusterID != 0, hello.clusterID != admission.clusterID {
         throw PeerRefusal(
@@ -75,6 +88,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
         learnAddress(hello.from, hello.advertisedAddress)
       }
       progress.helloAccepted = true
+      onHello()
       state = hello.kind == .messages ? .messages(from: hello.from) : .snapshotHeader(from: hello.from)
     case (.messages(let from), .message(let message)):
       guard message.from == from, message.to == localID else {
@@ -96,10 +110,16 @@ final class InboundConnectionHandler: ChannelInboundHandler {
           reason: .snapshotNotFromLeader,
           detail: "snapshot \(metadata.index) offered by \(from), not the leader")
       }
-      state = .done  // Until the sink exists.
-      let sink = try delegate.transportBeginReceivingSnapshot(from: from, metadata: metadata)
-      state = .snapshotData(from: from, message: message, sink: sink, expected: 0, received: 0)
-    case (.snapshotData(let from, let message, let sink, 0, 0), .snapshotBegin(_, let size)):
+      // One snapshot at a time: the free-space check below is then exact, and a node cannot be
+      // made to hold several streams' worth of files.
+      guard snapshotSlot.acquire() else {
+        throw PeerRefusal(
+          reason: .snapshotInProgress,
+          detail: "snapshot \(metadata.index) offered by \(from) while another arrives")
+      }
+      holdsSnapshotSlot = true
+      state = .snapshotAnnounced(from: from, message: message, metadata: metadata)
+    case (.snapshotAnnounced(let from, let message, let metadata), .snapshotBegin(_, let size)):
       guard size <= options.maxSnapshotBytes else {
         throw PeerRefusal(
           reason: .snapshotTooLarge,
@@ -110,6 +130,9 @@ final class InboundConnectionHandler: ChannelInboundHandler {
           reason: .snapshotTooLarge,
           detail: "no room on disk for a snapshot of \(size) bytes (with the reserve)")
       }
+      // Only now, with the sender and the size accepted, is a file created.
+      state = .done  // Until the sink exists.
+      let sink = try delegate.transportBeginReceivingSnapshot(from: from, metadata: metadata)
       state = .snapshotData(from: from, message: message, sink: sink, expected: size, received: 0)
     case (
       .snapshotData(let from, let message, let sink, let expected, let received), .snapshotChunk(var chunk)
@@ -127,6 +150,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
         throw WireError.malformed("snapshot ended after \(received) of \(expected) bytes")
       }
       state = .done
+      releaseSnapshotSlot()
       delegate.transportReceivedSnapshot(ReceivedSnapshot(message: message, sink: sink))
       var ack = context.channel.allocator.buffer(capacity: 8)
       ack.writeFrame(.snapshotAck) { _ in }
@@ -152,7 +176,14 @@ final class InboundConnectionHandler: ChannelInboundHandler {
       sink.abort()
     }
     state = .done
+    releaseSnapshotSlot()
     context.fireChannelInactive()
+  }
+
+  private func releaseSnapshotSlot() {
+    guard holdsSnapshotSlot else { return }
+    holdsSnapshotSlot = false
+    snapshotSlot.release()
   }
 
   /// Closes the connection and reports why (the node counts it and logs it, rate-limited: a
@@ -160,6 +191,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   private func refuse(context: ChannelHandlerContext, _ error: any Error) {
     if case .snapshotData(_, _, let sink, _, _) = state { sink.abort() }
     state = .done
+    releaseSnapshotSlot()
     // A connection already closed (by a deadline, or by the peer) has nothing more worth reporting.
     guard !didRefuse, context.channel.isActive else { return }
     didRefuse = true

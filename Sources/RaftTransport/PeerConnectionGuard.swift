@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
@@ -29,20 +30,68 @@ final class PeerBufferBudget: Sendable {
   }
 }
 
-/// Open connections, against a limit.
-final class ConnectionCounter: Sendable {
-  private let open = Atomic<Int>(0)
+/// Set once a connection's hello was accepted; read by the registry from other threads.
+final class HelloFlag: Sendable {
+  private let value = Atomic<Bool>(false)
+  var isSet: Bool { value.load(ordering: .relaxed) }
+  func set() { value.store(true, ordering: .relaxed) }
+}
 
-  var count: Int { open.load(ordering: .relaxed) }
-
-  /// Counts one more connection; false (counting nothing) if `limit` are open already.
-  func admit(limit: Int) -> Bool {
-    if open.add(1, ordering: .relaxed).newValue <= limit { return true }
-    open.subtract(1, ordering: .relaxed)
-    return false
+/// The inbound peer connections open now, against `limit`. When the table is full, a newcomer
+/// takes the slot of the oldest connection that has not yet sent its hello: a stranger that
+/// reconnects faster than the hello deadline can then hold slots only until members reconnect, not
+/// lock them out. Only when every open connection has introduced itself is the newcomer refused.
+final class InboundConnections: Sendable {
+  enum Admission {
+    case admitted
+    case admittedEvicting(any Channel)
+    case refused
   }
 
-  func release() { open.subtract(1, ordering: .relaxed) }
+  private struct Entry {
+    let channel: any Channel
+    let acceptedAt: NIODeadline
+    let hello: HelloFlag
+  }
+
+  let limit: Int
+  private let entries = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
+
+  init(limit: Int) { self.limit = limit }
+
+  var count: Int { entries.withLockedValue { $0.count } }
+
+  func admit(_ channel: any Channel, hello: HelloFlag) -> Admission {
+    let entry = Entry(channel: channel, acceptedAt: .now(), hello: hello)
+    return entries.withLockedValue { entries in
+      if entries.count < limit {
+        entries[ObjectIdentifier(channel)] = entry
+        return .admitted
+      }
+      let waiting = entries.filter { !$0.value.hello.isSet }
+      guard let oldest = waiting.min(by: { $0.value.acceptedAt < $1.value.acceptedAt }) else {
+        return .refused
+      }
+      entries[oldest.key] = nil
+      entries[ObjectIdentifier(channel)] = entry
+      return .admittedEvicting(oldest.value.channel)
+    }
+  }
+
+  func remove(_ channel: any Channel) {
+    _ = entries.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+  }
+}
+
+/// The one inbound snapshot stream a node receives at a time.
+final class SnapshotSlot: Sendable {
+  private let taken = Atomic<Bool>(false)
+
+  func acquire() -> Bool {
+    taken.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+  }
+
+  func release() { taken.store(false, ordering: .releasing) }
 }
 
 /// What the frame decoder and the guard of one inbound connection share. Both run on the

@@ -21,7 +21,8 @@ public final class PeerTransport: Sendable {
   private let learnedAddresses = NIOLockedValueBox<[NodeID: String]>([:])
   private let listener = NIOLockedValueBox<(any Channel)?>(nil)
   private let admission = NIOLockedValueBox(PeerAdmission())
-  private let inboundConnections = ConnectionCounter()
+  private let inboundConnections: InboundConnections
+  private let snapshotSlot = SnapshotSlot()
   let bufferBudget: PeerBufferBudget
 
   public init(
@@ -35,6 +36,7 @@ public final class PeerTransport: Sendable {
     self.logger = logger
     self.delegate = delegate
     bufferBudget = PeerBufferBudget(limitBytes: options.maxBufferedInboundBytes)
+    inboundConnections = InboundConnections(limit: options.maxInboundConnections)
   }
 
   /// Who may connect (see `PeerAdmission`). Addresses learned from peers no longer admitted are
@@ -76,6 +78,7 @@ public final class PeerTransport: Sendable {
     let admission = self.admission
     let readAdmission: @Sendable () -> PeerAdmission = { admission.withLockedValue { $0 } }
     let inbound = inboundConnections
+    let slot = snapshotSlot
     let budget = bufferBudget
     let maxInbound = options.maxInboundConnections
     let channel = try await ServerBootstrap(group: group)
@@ -90,14 +93,26 @@ public final class PeerTransport: Sendable {
       .childChannelOption(.maxMessagesPerRead, value: 16)
       .childChannelInitializer { channel in
         let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
-        guard inbound.admit(limit: maxInbound) else {
+        let hello = HelloFlag()
+        switch inbound.admit(channel, hello: hello) {
+        case .admitted:
+          break
+        case .admittedEvicting(let evicted):
+          delegate.transportRefused(
+            TransportRefusal(
+              reason: .evictedBeforeHello, remote: evicted.remoteAddress.map { "\($0)" } ?? "?",
+              detail:
+                "closed a connection without a hello to make room (\(maxInbound) inbound peer connections open)"
+            ))
+          evicted.close(promise: nil)
+        case .refused:
           delegate.transportRefused(
             TransportRefusal(
               reason: .tooManyConnections, remote: remote,
-              detail: "already \(maxInbound) inbound peer connections open"))
+              detail: "already \(maxInbound) inbound peer connections open, each past its hello"))
           return channel.eventLoop.makeFailedFuture(TooManyPeerConnections())
         }
-        channel.closeFuture.whenComplete { _ in inbound.release() }
+        channel.closeFuture.whenComplete { _ in inbound.remove(channel) }
         return channel.eventLoop.makeCompletedFuture {
           let progress = InboundConnectionProgress()
           let sync = channel.pipeline.syncOperations
@@ -111,7 +126,8 @@ public final class PeerTransport: Sendable {
           try sync.addHandler(
             InboundConnectionHandler(
               localID: localID, delegate: delegate, logger: logger, options: options, progress: progress,
-              admission: readAdmission, learnAddress: learnAddress))
+              admission: readAdmission, snapshotSlot: slot, onHello: { hello.set() },
+              learnAddress: learnAddress))
         }
       }
       .bind(host: host, port: port)

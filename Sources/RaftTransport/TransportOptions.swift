@@ -83,12 +83,20 @@ public struct TransportRefusal: Sendable {
     case wrongCluster = "wrong_cluster"
     case snapshotNotFromLeader = "snapshot_not_from_leader"
     case snapshotTooLarge = "snapshot_too_large"
+    case snapshotInProgress = "snapshot_in_progress"
+    case evictedBeforeHello = "evicted_before_hello"
     case acceptFailed = "accept_failed"
   }
 
   public var reason: Reason
   public var remote: String
   public var detail: String
+
+  public init(reason: Reason, remote: String, detail: String) {
+    self.reason = reason
+    self.remote = remote
+    self.detail = detail
+  }
 }
 
 /// A snapshot received in full from the leader, not yet committed. Handed from the transport to the

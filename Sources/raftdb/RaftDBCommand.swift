@@ -150,6 +150,11 @@ struct RaftDBCommand: AsyncParsableCommand {
     else {
       throw ValidationError("limits and thresholds must be positive")
     }
+    // An append must carry at least one whole value, and the leader's uncommitted log (64 MiB) must
+    // hold one append: beyond this the core's own bounds would contradict each other.
+    guard maxValueBytes <= 16 << 20 else {
+      throw ValidationError("-max-value-bytes must be at most \(16 << 20) (16 MiB), got \(maxValueBytes)")
+    }
     guard maxBufferedRequestBytes >= maxRequestBytes else {
       throw ValidationError("-max-buffered-request-bytes must be at least -max-request-bytes")
     }
