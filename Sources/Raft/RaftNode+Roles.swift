@@ -140,6 +140,7 @@ extension RaftNode {
     case .leaderHint(let hinted):
       if !log.configurations.latest.contains(hinted), message.term >= term {
         vouchedLeader = (hinted, message.term)
+        trustVersion &+= 1
       }
       return
     case .leaderQuery:

@@ -112,6 +112,7 @@ extension RaftNode {
   public func trustWhileJoining(_ members: some Sequence<NodeID>) {
     joinTrust = Set(members)
     joinTrust.remove(id)
+    trustVersion &+= 1
   }
 
   /// A leader's message in this node's own term must come from the one leader of that term.

@@ -48,6 +48,9 @@ public final class RaftNode {
   var joinTrust: Set<NodeID> = []
   /// A leader outside this node's configuration that a member named (`leaderHint`), and the term.
   var vouchedLeader: (id: NodeID, term: UInt64)?
+  /// Bumped whenever `joinTrust` or `vouchedLeader` changes, so that the server can tell cheaply
+  /// whether `trustedPeersOutsideConfiguration` may have changed.
+  public internal(set) var trustVersion: UInt64 = 0
   /// `leaderQuery` is sent at most once per election timeout; not before this tick.
   var nextLeaderQueryTick: UInt64 = 0
   /// Leader only: one entry per other member, sorted by id.

@@ -58,8 +58,11 @@ public final class RaftDBNode: @unchecked Sendable {
   var completionsDeferredByRestore: [() -> Void] = []
   var lastSoftState: SoftState?
   var lastAdmission: PeerAdmission?
-  /// The newest configuration's members, kept as a set for `currentAdmission`.
+  /// The newest configuration's members, kept as a set for `currentAdmission`, and a count of
+  /// configuration changes.
   var admissionMembers: Set<NodeID> = []
+  var configurationVersion: UInt64 = 0
+  var lastAdmissionKey: AdmissionKey?
   var ticker: RepeatedTask?
   /// When the core was last ticked (see `catchUpTicks`).
   var lastTick = NIODeadline.now()
@@ -168,10 +171,23 @@ public final class RaftDBNode: @unchecked Sendable {
   /// Tells the transport when who may connect changed (a configuration, a term, a leader, or the
   /// grace for unknown leaders running out).
   func publishAdmission() {
+    // Called after every Ready: compare what admission depends on before building it (it allocates).
+    let key = AdmissionKey(
+      term: raft.currentTerm, leader: raft.knownLeader, trustVersion: raft.trustVersion,
+      configurationVersion: configurationVersion)
+    guard key != lastAdmissionKey else { return }
+    lastAdmissionKey = key
     let admission = currentAdmission
     guard admission != lastAdmission else { return }
     lastAdmission = admission
     transport.updateAdmission(admission)
+  }
+
+  struct AdmissionKey: Equatable {
+    var term: UInt64
+    var leader: NodeID?
+    var trustVersion: UInt64
+    var configurationVersion: UInt64
   }
 
   private func persist(_ ready: Ready) {
@@ -313,6 +329,7 @@ public final class RaftDBNode: @unchecked Sendable {
 
   func configurationChanged(_ configuration: Configuration) {
     admissionMembers = Set(configuration.members.map(\.id))
+    configurationVersion &+= 1
     var peers: [NodeID: String] = [:]
     for (member, info) in configuration.memberInfos where member.id != id && !info.raftAddress.isEmpty {
       peers[member.id] = info.raftAddress
