@@ -46,6 +46,7 @@ public final class RaftDBHTTPServer: Sendable {
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
           try channel.pipeline.syncOperations.addHandler(HTTPAcceptFailureHandler(node: node))
         }
       }

@@ -86,6 +86,9 @@ public final class PeerTransport: Sendable {
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          // NIO's back-off pauses accepting for a moment after EMFILE and the like (the socket
+          // would otherwise stay readable and spin the loop); it passes the error on to ours.
+          try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
           try channel.pipeline.syncOperations.addHandler(AcceptFailureHandler(delegate: delegate))
         }
       }

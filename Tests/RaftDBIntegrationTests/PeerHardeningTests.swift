@@ -215,6 +215,47 @@ import Testing
     #expect(try await Self.clusterServes(harness, key: "k", value: "still serving"))
   }
 
+  /// Item 6: a leader that runs out of file descriptors (here: its limit lowered to what it has open
+  /// plus a few, then connections opened until accepting fails) logs it, counts it and hands its
+  /// leadership to another member instead of sitting on the cluster.
+  @Test func aLeaderThatCannotAcceptHandsOverLeadership() async throws {
+    let harness = try ClusterHarness(extraArguments: ["-max-peer-connections", "1000"])
+    let names = ["node01", "node02", "node03"]
+    let leader = try await harness.startCluster(names)
+    let pid = try #require(harness.pid(leader))
+    let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0
+    #expect(open > 0)
+    let limit = open + 8
+    #expect(Self.setDescriptorLimit(pid: pid, limit) == 0, "prlimit failed")
+    defer { _ = Self.setDescriptorLimit(pid: pid, 65_536) }
+    var sockets: [RawSocket] = []
+    for _ in 0..<32 {
+      if let socket = try? RawSocket(port: harness.spec(leader).raftPort) { sockets.append(socket) }
+    }
+    let handedOver = await harness.eventually(timeout: .seconds(15)) {
+      await harness.metric(
+        "raftdb_peer_connections_refused_total", leader, labels: #"reason="accept_failed""#) >= 1
+        || harness.log(leader).contains("cannot accept")
+    }
+    #expect(handedOver, "no accept failure seen")
+    let newLeader = await harness.waitForLeader(among: names.filter { $0 != leader }, timeout: .seconds(15))
+    #expect(newLeader != nil, "leadership stayed with the node that cannot accept")
+    #expect(harness.log(leader).contains("handing leadership to"))
+    sockets.removeAll()
+    _ = Self.setDescriptorLimit(pid: pid, 65_536)
+    #expect(try await Self.clusterServes(harness, key: "k", value: "v"))
+  }
+
+  /// `prlimit --pid P --nofile=N:N` (util-linux).
+  static func setDescriptorLimit(pid: Int32, _ limit: Int) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+    process.arguments = ["--pid", "\(pid)", "--nofile=\(limit):\(limit)"]
+    guard (try? process.run()) != nil else { return -1 }
+    process.waitUntilExit()
+    return process.terminationStatus
+  }
+
   /// Item 7: a snapshot stream from a stranger, or claiming the leader's id but too large for the
   /// disk's free space less the reserve, is refused before anything is written.
   @Test func aSnapshotStreamCannotFillTheDisk() async throws {
