@@ -40,15 +40,26 @@ struct JSONError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A strict RFC 8259 parser (no trailing commas, no comments, no duplicate keys, no lone
-/// surrogates) with a nesting limit: request bodies come from anyone.
+/// surrogates) with a nesting limit and a limit on the number of values: request bodies come from
+/// anyone. It runs in time linear in the input: duplicate keys are found with a set once an object
+/// grows past a few members (comparing each key with every earlier one made an 8 MiB body of tiny
+/// members minutes of CPU).
 struct JSONParser {
+  /// Values (scalars, objects and arrays, at any depth) one document may hold: far above what any
+  /// request needs (a put holds at most 1,024 pairs), far below what an 8 MiB body could carry.
+  static let defaultMaxValues = 16_384
+
   private let bytes: [UInt8]
   private var position = 0
   private var depth = 0
   private let maxDepth: Int
+  private var values = 0
+  private let maxValues: Int
 
-  static func parse(_ bytes: [UInt8], maxDepth: Int = 16) throws(JSONError) -> JSONValue {
-    var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+  static func parse(
+    _ bytes: [UInt8], maxDepth: Int = 16, maxValues: Int = defaultMaxValues
+  ) throws(JSONError) -> JSONValue {
+    var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, maxValues: maxValues)
     parser.skipWhitespace()
     let value = try parser.parseValue()
     parser.skipWhitespace()
@@ -56,9 +67,10 @@ struct JSONParser {
     return value
   }
 
-  private init(bytes: [UInt8], maxDepth: Int) {
+  private init(bytes: [UInt8], maxDepth: Int, maxValues: Int) {
     self.bytes = bytes
     self.maxDepth = maxDepth
+    self.maxValues = maxValues
   }
 
   private func error(_ message: String) -> JSONError { JSONError(message: message, offset: position) }
@@ -80,6 +92,8 @@ struct JSONParser {
   }
 
   private mutating func parseValue() throws(JSONError) -> JSONValue {
+    values += 1
+    guard values <= maxValues else { throw error("more than \(maxValues) values") }
     guard let byte = current else { throw error("unexpected end of input") }
     switch byte {
     case UInt8(ascii: "{"): return try parseObject()
@@ -109,6 +123,9 @@ struct JSONParser {
     defer { depth -= 1 }
     position += 1
     var members: [(key: String, value: JSONValue)] = []
+    // Small objects compare keys directly; past `setThreshold` members a set keeps it linear.
+    let setThreshold = 16
+    var keys: Set<String> = []
     skipWhitespace()
     if current == UInt8(ascii: "}") {
       position += 1
@@ -118,7 +135,12 @@ struct JSONParser {
       skipWhitespace()
       guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
       let key = try parseString()
-      guard !members.contains(where: { $0.key == key }) else { throw error("duplicate key \"\(key)\"") }
+      if members.count < setThreshold {
+        guard !members.contains(where: { $0.key == key }) else { throw error("duplicate key \"\(key)\"") }
+      } else {
+        if keys.isEmpty { keys = Set(members.map(\.key)) }
+        guard keys.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
+      }
       skipWhitespace()
       guard current == UInt8(ascii: ":") else { throw error("expected ':'") }
       position += 1

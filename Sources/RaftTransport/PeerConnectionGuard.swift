@@ -61,6 +61,9 @@ final class InboundConnections: Sendable {
 
   var count: Int { entries.withLockedValue { $0.count } }
 
+  /// Open connections that have sent their hello (for tests).
+  var introducedCount: Int { entries.withLockedValue { $0.values.filter(\.hello.isSet).count } }
+
   func admit(_ channel: any Channel, hello: HelloFlag) -> Admission {
     let entry = Entry(channel: channel, acceptedAt: .now(), hello: hello)
     return entries.withLockedValue { entries in

@@ -56,6 +56,9 @@ public final class PeerTransport: Sendable {
   /// Addresses learned from strangers' hellos (for tests and metrics).
   var learnedAddressCount: Int { learnedAddresses.withLockedValue { $0.count } }
 
+  /// Inbound peer connections that have sent their hello (for tests).
+  var introducedInboundConnectionCount: Int { inboundConnections.introducedCount }
+
   /// Inbound peer connections open now.
   public var inboundConnectionCount: Int { inboundConnections.count }
 

@@ -223,6 +223,9 @@ import Testing
     let delegate = RecordingDelegate()
     var options = TransportOptions()
     options.maxInboundConnections = 3
+    // The suite runs beside CPU-bound simulator tests: no deadline may close these meanwhile.
+    options.helloTimeout = .seconds(600)
+    options.idleTimeout = .seconds(600)
     let transport = PeerTransport(
       localID: NodeID(2), group: group, options: options, logger: testLogger, delegate: delegate)
     let address = try await transport.listen(host: "127.0.0.1", port: 0)
@@ -230,10 +233,13 @@ import Testing
     for _ in 0..<5 {
       silent.append(try await ClientBootstrap(group: group).connect(to: address).get())
     }
-    #expect(await eventually { delegate.refusals.filter { $0.reason == .evictedBeforeHello }.count == 2 })
+    #expect(
+      await eventually(timeout: .seconds(120)) {
+        delegate.refusals.filter { $0.reason == .evictedBeforeHello }.count == 2
+      })
     #expect(transport.inboundConnectionCount == 3)
     for client in silent { try? await client.close() }
-    #expect(await eventually { transport.inboundConnectionCount == 0 })
+    #expect(await eventually(timeout: .seconds(120)) { transport.inboundConnectionCount == 0 })
 
     var members: [any Channel] = []
     for id: UInt64 in [1, 3, 4] {
@@ -241,9 +247,12 @@ import Testing
       try await client.writeAndFlush(hello(from: id))
       members.append(client)
     }
-    try await Task.sleep(for: .milliseconds(200))
+    #expect(await eventually(timeout: .seconds(120)) { transport.introducedInboundConnectionCount == 3 })
     let late = try await ClientBootstrap(group: group).connect(to: address).get()
-    #expect(await eventually { delegate.refusals.contains { $0.reason == .tooManyConnections } })
+    #expect(
+      await eventually(timeout: .seconds(120)) {
+        delegate.refusals.contains { $0.reason == .tooManyConnections }
+      })
     #expect(transport.inboundConnectionCount == 3)
     for client in members + [late] { try? await client.close() }
     await transport.shutdown()
@@ -307,7 +316,10 @@ import Testing
       try? await client.writeAndFlush(buffer)
       try? await client.close()
     }
-    #expect(await eventually { transport.learnedAddressCount == TransportOptions().maxLearnedAddresses })
+    #expect(
+      await eventually(timeout: .seconds(120)) {
+        transport.learnedAddressCount == TransportOptions().maxLearnedAddresses
+      })
     var joined = PeerAdmission()
     joined.admitsStrangers = false
     joined.members = [NodeID(1), NodeID(2)]
