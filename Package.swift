@@ -25,13 +25,18 @@ let package = Package(
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
     .target(name: "Raft"),
-    // Seeded cluster simulator, fault models and invariant checkers.
-    .target(name: "RaftSimulation", dependencies: ["Raft"]),
+    // One Raft group's runtime (core, state machine, Ready loop, reads, snapshots), generic over its
+    // clock, storage, network and state machine: the server and the simulator both run it.
+    .target(name: "RaftGroup", dependencies: ["Raft"]),
+    // Seeded cluster simulator, fault models and invariant checkers; it runs RaftGroup.
+    .target(name: "RaftSimulation", dependencies: ["Raft", "RaftGroup"]),
     // Write-ahead log, hard state and snapshot files; in-memory twins for tests.
     .target(name: "RaftStorage", dependencies: ["Raft", .product(name: "Logging", package: "swift-log")]),
     .executableTarget(
       name: "raft-sim",
-      dependencies: ["RaftSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+      dependencies: [
+        "RaftSimulation", "RaftGroup", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
 
     // Throughput of the core alone (no I/O); see BENCHMARKS.md.
     .executableTarget(name: "raft-core-bench", dependencies: ["Raft"], path: "Sources/raft-core-bench"),
@@ -59,12 +64,14 @@ let package = Package(
     // The replicated key-value state machine: commands, revisions, idempotency, snapshots.
     .target(
       name: "KVStore",
-      dependencies: ["Raft", .product(name: "HashTreeCollections", package: "swift-collections")]),
+      dependencies: [
+        "Raft", "RaftGroup", .product(name: "HashTreeCollections", package: "swift-collections"),
+      ]),
     // The node runtime that drives Raft, the HTTP API and metrics.
     .target(
       name: "RaftDBServer",
       dependencies: [
-        "Raft", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
+        "Raft", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "Logging", package: "swift-log"),
@@ -109,7 +116,7 @@ let package = Package(
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
 
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
-    .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "Raft"]),
+    .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftGroup", "Raft"]),
     .testTarget(
       name: "RaftTransportTests",
       dependencies: [

@@ -2,7 +2,7 @@ import HashTreeCollections
 
 /// The replicated key-value state: what every replica computes from the committed log.
 ///
-/// Owned by one task (the node's actor), so it is a class without locks and not `Sendable`; what
+/// Owned by one thread (its Raft group's), so it is a class without locks and not `Sendable`; what
 /// crosses threads is the immutable `KVSnapshot`.
 public final class KVStateMachine {
   public let limits: KVLimits

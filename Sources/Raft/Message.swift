@@ -38,11 +38,17 @@ public struct Message: Sendable, CustomStringConvertible {
     case transferConfirm(nonce: UInt64)
     /// "The leader is this node": sent by a member in a leader's lease to a member that campaigns
     /// anyway. A node whose configuration lags (it missed the entry that added that leader) would
-    /// otherwise refuse that leader's messages for as long as it leads.
+    /// otherwise refuse that leader's messages for as long as it leads. Also the answer to a
+    /// `memberQuery`, naming a candidate of a newer configuration.
     case leaderHint(leader: NodeID)
     /// "Who leads?", asked of the members a node knows when a leader it does not know keeps
     /// contacting it (its configuration may lag); answered with a `leaderHint`.
     case leaderQuery
+    /// "Is this candidate one of us?", asked of the members a node knows when a candidate it does
+    /// not know asks for its vote (its configuration may lag, and without its vote that candidate
+    /// may lack a quorum); a member whose newest configuration holds the candidate answers with a
+    /// `leaderHint` naming it.
+    case memberQuery(candidate: NodeID)
   }
 
   public var description: String { "\(from)->\(to) t\(term) \(body)" }
@@ -169,6 +175,7 @@ extension Message.Body: CustomStringConvertible {
     case .transferConfirm(let nonce): "transfer-confirm(#\(nonce))"
     case .leaderHint(let leader): "leader-hint(\(leader))"
     case .leaderQuery: "leader-query"
+    case .memberQuery(let candidate): "member-query(\(candidate))"
     }
   }
 }

@@ -146,6 +146,11 @@ extension RaftNode {
     case .leaderQuery:
       if let leader, leader != message.from { send(to: message.from, .leaderHint(leader: leader)) }
       return
+    case .memberQuery(let candidate):
+      if candidate != message.from, candidate != id, log.configurations.latest.contains(candidate) {
+        send(to: message.from, .leaderHint(leader: candidate))
+      }
+      return
     default:
       break
     }
@@ -219,7 +224,7 @@ extension RaftNode {
       handleReadIndexRequest(from: message.from, request)
     case .readIndexResponse(let response):
       handleReadIndexResponse(from: message.from, response)
-    case .transferCheck, .transferConfirm, .leaderHint, .leaderQuery:
+    case .transferCheck, .transferConfirm, .leaderHint, .leaderQuery, .memberQuery:
       break  // Handled above.
     }
   }
@@ -237,6 +242,16 @@ extension RaftNode {
     nextLeaderQueryTick = ticks + UInt64(options.electionTimeoutTicks)
     for member in log.configurations.latest.members where member.id != id {
       send(to: member.id, .leaderQuery)
+    }
+  }
+
+  /// Asks every member this node knows whether `candidate`, which asked for a vote, belongs to a
+  /// newer configuration (at most once per election timeout).
+  func askAboutCandidate(_ candidate: NodeID) {
+    guard ticks >= nextMemberQueryTick else { return }
+    nextMemberQueryTick = ticks + UInt64(options.electionTimeoutTicks)
+    for member in log.configurations.latest.members where member.id != id {
+      send(to: member.id, .memberQuery(candidate: candidate))
     }
   }
 

@@ -15,7 +15,7 @@ extension RaftNode {
       guard request.lastLogIndex <= maxIndex, request.lastLogTerm <= message.term else {
         return .indexOutOfRange
       }
-    case .voteResponse, .readIndexRequest, .leaderQuery:
+    case .voteResponse, .readIndexRequest, .leaderQuery, .memberQuery:
       break
     case .appendEntries(let append):
       guard append.prevLogIndex <= maxIndex, append.leaderCommit <= maxIndex,
@@ -82,15 +82,16 @@ extension RaftNode {
   /// the sender's own word:
   /// - while this node is outside its own configuration (joining), the members it was told of when
   ///   it asked to join (`trustWhileJoining`);
-  /// - a leader its configuration does not list yet (the configuration lags: it missed the entry
-  ///   that added that leader), once a member of its configuration has named it (`leaderHint`).
+  /// - a leader or candidate its configuration does not list yet (the configuration lags: it missed
+  ///   the entry that added that peer), once a member of its configuration has named it
+  ///   (`leaderHint`, unprompted or answering a `memberQuery`).
   /// A node that knows nobody accepts nobody.
   private func senderIsKnown(_ message: Message) -> Bool {
     let configuration = log.configurations.latest
     if configuration.contains(message.from) || message.from == leader { return true }
     if !configuration.contains(id), joinTrust.contains(message.from) { return true }
-    if let vouched = vouchedLeader, vouched.id == message.from, message.body.isFromLeader,
-      message.term >= vouched.term
+    if let vouched = vouchedLeader, vouched.id == message.from,
+      message.body.isFromLeader || message.body.isVoteRequest, message.term >= vouched.term
     {
       return true
     }
@@ -131,5 +132,10 @@ extension Message.Body {
     case .appendEntries, .heartbeat, .installSnapshot: true
     default: false
     }
+  }
+
+  var isVoteRequest: Bool {
+    if case .voteRequest = self { return true }
+    return false
   }
 }

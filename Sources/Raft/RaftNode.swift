@@ -53,6 +53,8 @@ public final class RaftNode {
   public internal(set) var trustVersion: UInt64 = 0
   /// `leaderQuery` is sent at most once per election timeout; not before this tick.
   var nextLeaderQueryTick: UInt64 = 0
+  /// `memberQuery` likewise.
+  var nextMemberQueryTick: UInt64 = 0
   /// Leader only: one entry per other member, sorted by id.
   var progress: [Progress] = []
   var transferTarget: NodeID?
@@ -118,6 +120,7 @@ public final class RaftNode {
       // A leader this node does not know: its own configuration may lag. Ask the members it knows
       // (they vouch for the leader, or not); a stranger gets nothing more than this question.
       if refusal == .unknownSender, message.body.isFromLeader { askWhoLeads() }
+      if refusal == .unknownSender, case .voteRequest = message.body { askAboutCandidate(message.from) }
       return refusal
     }
     receive(message)

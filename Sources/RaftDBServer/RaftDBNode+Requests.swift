@@ -2,6 +2,7 @@ import Foundation
 import KVStore
 import NIOCore
 import Raft
+import RaftGroup
 
 /// A snapshot of the node for `/status`.
 public struct NodeStatusReport: Sendable {
@@ -35,8 +36,6 @@ extension RaftDBNode {
     raft.knownLeader.flatMap { raft.configuration.info(of: $0) }
   }
 
-  var requestDeadline: NIODeadline { .now() + .milliseconds(Int64(options.requestTimeoutMillis)) }
-
   func notLeaderError() -> NodeError {
     if let leader = raft.knownLeader, leader != id, let info = leaderInfo { return .notLeader(leader: info) }
     return .unavailable("no leader")
@@ -55,6 +54,32 @@ extension RaftDBNode {
     }
   }
 
+  /// What the client hears when the group refused or lost a request. `proposed` is true once the
+  /// request is in the log (then a lost outcome is unknown, not refused), and `what` names it.
+  func nodeError(_ error: GroupError, proposed: Bool = false, what: String = "write") -> NodeError {
+    switch error {
+    case .proposalRefused(let refusal): proposalError(refusal)
+    case .notLeader, .readFailed(.noLeader), .readFailed(.leadershipLost): notLeaderError()
+    case .readFailed(.overloaded): .unavailable("too many reads waiting; retry later")
+    case .timedOut(.commit):
+      .outcomeUnknown(
+        "timed out waiting for the write to commit; it may or may not apply — retry with the same Idempotency-Key"
+      )
+    case .timedOut(.confirmation): .unavailable("timed out confirming leadership for the read")
+    case .timedOut(.apply): .unavailable("timed out waiting for the state machine to catch up")
+    case .leadershipChanged:
+      .outcomeUnknown(
+        what == "write"
+          ? "leadership changed before the write committed; retry"
+          : "leadership changed before the \(what) committed")
+    case .replacedBySnapshot: .outcomeUnknown("replaced by a snapshot before the result was known; retry")
+    case .stopped(let reason) where proposed:
+      .outcomeUnknown(
+        "\(reason); the write was proposed and may still be applied: retry with the same Idempotency-Key")
+    case .stopped(let reason): .stopped(reason)
+    }
+  }
+
   // MARK: Writes
 
   /// Proposes a write on the leader; the future completes once it is committed and applied. A
@@ -66,22 +91,24 @@ extension RaftDBNode {
   }
 
   private func proposeWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
-    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped(stopReason)) }
-    guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
     let request = KVRequest(
       command: command, idempotencyKey: idempotencyKey,
       proposedAtMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
-    let position: LogPosition
-    do {
-      position = try raft.propose(request.encoded())
-    } catch {
-      return loop.makeFailedFuture(proposalError(error))
-    }
     let promise = loop.makePromise(of: WriteOutcome.self)
-    proposals[position.index] = PendingProposal(
-      term: position.term, waiter: .write(promise), deadline: requestDeadline)
+    do {
+      try group.propose(request.encoded()) { result in
+        switch result {
+        case .success(let outcome):
+          promise.succeed(WriteOutcome(result: outcome.result, replayed: outcome.isDuplicate))
+        case .failure(let error):
+          promise.fail(self.nodeError(error, proposed: true))
+        }
+      }
+    } catch {
+      promise.fail(nodeError(error))
+      return promise.futureResult
+    }
     metrics.proposals.increment()
-    scheduleProcessReady()
     return promise.futureResult
   }
 
@@ -98,43 +125,19 @@ extension RaftDBNode {
   }
 
   private func startRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
-    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped(stopReason)) }
     precondition(level != .stale, "stale reads are served from the read view, off the loop")
-    guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
-    let requestID = nextRequestID
-    nextRequestID += 1
-    if level == .default { catchUpTicks() }  // A lease is only as good as the time it is checked at.
     let promise = loop.makePromise(of: KVRecord?.self)
-    reads[requestID] = PendingRead(key: key, promise: promise, deadline: requestDeadline)
-    raft.requestRead(id: requestID, mode: level == .consistent ? .readIndex : .lease)
-    scheduleProcessReady()
-    return promise.futureResult
-  }
-
-  func readAnswered(_ state: ReadState) {
-    guard let read = reads.removeValue(forKey: state.requestID) else { return }
-    switch state.result {
-    case .ready(let index):
-      if machine.appliedIndex >= index {
-        read.promise.succeed(machine.get(read.key))
-      } else {
-        let position = readsAwaitingApply.firstIndex { $0.index > index } ?? readsAwaitingApply.endIndex
-        readsAwaitingApply.insert((index, read), at: position)
+    do {
+      try group.read(level == .consistent ? .readIndex : .lease) { result in
+        switch result {
+        case .success: promise.succeed(self.machine.get(key))
+        case .failure(let error): promise.fail(self.nodeError(error))
+        }
       }
-    case .failed(.noLeader), .failed(.leadershipLost):
-      read.promise.fail(notLeaderError())
-    case .failed(.overloaded):
-      read.promise.fail(NodeError.unavailable("too many reads waiting; retry later"))
+    } catch {
+      promise.fail(nodeError(error))
     }
-  }
-
-  func serveReadsAwaitingApply() {
-    guard let first = readsAwaitingApply.first, first.index <= machine.appliedIndex else { return }
-    let ready = readsAwaitingApply.prefix { $0.index <= machine.appliedIndex }.count
-    for entry in readsAwaitingApply[..<ready] {
-      entry.read.promise.succeed(machine.get(entry.read.key))
-    }
-    readsAwaitingApply.removeFirst(ready)
+    return promise.futureResult
   }
 
   // MARK: Membership
@@ -205,18 +208,15 @@ extension RaftDBNode {
   }
 
   private func proposeConfigurationChange(_ change: ConfigurationChange) -> EventLoopFuture<Void> {
-    guard !stopped else { return loop.makeFailedFuture(NodeError.stopped(stopReason)) }
-    guard raft.isLeader else { return loop.makeFailedFuture(notLeaderError()) }
-    let position: LogPosition
-    do {
-      position = try raft.proposeConfigurationChange(change)
-    } catch {
-      return loop.makeFailedFuture(proposalError(error))
-    }
     let promise = loop.makePromise(of: Void.self)
-    proposals[position.index] = PendingProposal(
-      term: position.term, waiter: .configuration(promise), deadline: requestDeadline)
-    scheduleProcessReady()
+    do {
+      try group.proposeConfigurationChange(change) { result in
+        promise.completeWith(
+          result.mapError { self.nodeError($0, proposed: true, what: "membership change") })
+      }
+    } catch {
+      promise.fail(nodeError(error))
+    }
     return promise.futureResult
   }
 

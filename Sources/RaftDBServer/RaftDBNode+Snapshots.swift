@@ -1,7 +1,9 @@
 import Foundation
 import KVStore
 import Logging
+import NIOCore
 import Raft
+import RaftGroup
 import RaftStorage
 import RaftTransport
 
@@ -18,20 +20,12 @@ private final class MachineBox: @unchecked Sendable {
 }
 
 extension RaftDBNode {
-  /// Takes a snapshot every `snapshotThreshold` applied entries or `snapshotThresholdBytes` applied
-  /// bytes, whichever comes first. The state machine's frozen copy costs
-  /// O(1), and serializing it happens on a background thread, so writes keep flowing meanwhile.
-  func maybeTakeSnapshot() {
-    let applied = machine.appliedIndex
-    let lastSnapshot = raft.snapshotMetadata.index
-    guard !snapshotInProgress, !stopped, applied > lastSnapshot,
-      applied >= lastSnapshot + options.snapshotThreshold
-        || appliedBytesSinceSnapshot >= options.snapshotThresholdBytes,
-      let metadata = raft.snapshotMetadata(at: applied)
-    else { return }
-    snapshotInProgress = true
-    appliedBytesSinceSnapshot = 0
-    let frozen = machine.snapshot()
+  /// Serializes a frozen copy of the state machine to a snapshot file on a background thread and
+  /// compacts the stored log through it; `completion` runs on the loop.
+  func saveSnapshot(
+    _ frozen: KVSnapshot, at metadata: SnapshotMetadata,
+    completion: NIOLoopBound<(Result<Void, GroupStorageFailure>) -> Void>
+  ) {
     let writer = self.writer
     DispatchQueue.global(qos: .utility).async {
       let start = ContinuousClock.now
@@ -50,15 +44,14 @@ extension RaftDBNode {
       self.loop.execute {
         switch outcome {
         case .success:
-          self.raft.compactLog(through: metadata.index)
           releaseFreedMemory()
           self.metrics.snapshotTakeDuration.recordNanoseconds(elapsed.nanoseconds)
           self.logger.info(
             "snapshot taken", metadata: ["index": "\(metadata.index)", "duration": "\(elapsed)"])
-          self.snapshotInProgress = false
+          completion.value(.success(()))
         case .failure(let error):
           self.logger.error("snapshot at \(metadata.index) failed: \(error); retrying in 10 seconds")
-          self.loop.scheduleTask(in: .seconds(10)) { self.snapshotInProgress = false }
+          completion.value(.failure(GroupStorageFailure("\(error)")))
         }
       }
     }
@@ -73,14 +66,17 @@ extension RaftDBNode {
       transport.sendSnapshot(message, source: source)
     } catch {
       logger.error("cannot open snapshot \(metadata.index) to send: \(error)")
-      raft.reportSnapshot(to: message.to, succeeded: false)
+      let peer = message.to
+      loop.execute { self.group.reportSnapshot(to: peer, succeeded: false) }
     }
   }
 
-  /// Rebuilds the state machine from an installed snapshot on a background thread, then swaps it in
-  /// on the loop and continues. Nothing after the snapshot applies until then (the core hands out
-  /// entries only once the snapshot is acknowledged as persisted, which happens in `then`).
-  func restoreMachine(from snapshot: SnapshotMetadata, then continuation: @escaping @Sendable () -> Void) {
+  /// Builds a state machine from a stored snapshot on a background thread; `completion` runs on the
+  /// loop.
+  func loadSnapshot(
+    _ snapshot: SnapshotMetadata,
+    completion: NIOLoopBound<(Result<KVStateMachine, GroupStorageFailure>) -> Void>
+  ) {
     let writer = self.writer
     let limits = machineLimits
     DispatchQueue.global(qos: .userInitiated).async {
@@ -96,22 +92,11 @@ extension RaftDBNode {
       self.loop.execute {
         switch outcome {
         case .success(let box):
-          self.machine = box.machine
           self.metrics.snapshotInstallDuration.recordNanoseconds(elapsed.nanoseconds)
           self.logger.info("installed snapshot from the leader", metadata: ["index": "\(snapshot.index)"])
-          // Writes this node was waiting on below the snapshot can no longer be matched to results.
-          for (index, proposal) in self.proposals where index <= snapshot.index {
-            self.proposals[index] = nil
-            let error = NodeError.outcomeUnknown("replaced by a snapshot before the result was known; retry")
-            switch proposal.waiter {
-            case .write(let promise): promise.fail(error)
-            case .configuration(let promise): promise.fail(error)
-            }
-          }
-          self.serveReadsAwaitingApply()
-          continuation()
+          completion.value(.success(box.machine))
         case .failure(let error):
-          self.fail("could not restore snapshot \(snapshot.index): \(error)")
+          completion.value(.failure(GroupStorageFailure("\(error)")))
         }
       }
     }
@@ -138,21 +123,17 @@ extension RaftDBNode: TransportDelegate {
     loop.execute {
       guard !self.stopped else { return }
       for message in messages {
-        if let refusal = self.raft.step(message) { self.refused(message, refusal) }
+        if let refusal = self.group.step(message) { self.refused(message, refusal) }
       }
-      self.scheduleProcessReady()
     }
   }
 
   public func transportPeerUnreachable(_ peer: NodeID) {
-    loop.execute { self.raft.reportUnreachable(peer) }
+    loop.execute { self.group.reportUnreachable(peer) }
   }
 
   public func transportSnapshotSent(to peer: NodeID, succeeded: Bool) {
-    loop.execute {
-      self.raft.reportSnapshot(to: peer, succeeded: succeeded)
-      self.scheduleProcessReady()
-    }
+    loop.execute { self.group.reportSnapshot(to: peer, succeeded: succeeded) }
   }
 
   public func transportBeginReceivingSnapshot(from peer: NodeID, metadata: SnapshotMetadata) throws
@@ -166,19 +147,9 @@ extension RaftDBNode: TransportDelegate {
   public func transportReceivedSnapshot(_ snapshot: ReceivedSnapshot) {
     guard let sink = snapshot.sink as? LockedSnapshotSink else { return }
     loop.execute {
-      guard !self.stopped else {
-        sink.abort()
-        return
+      if let refusal = self.group.receiveSnapshot(snapshot.message, staged: sink) {
+        self.refused(snapshot.message, refusal)
       }
-      for (index, older) in self.stagedSnapshots where index <= sink.metadata.index {
-        older.abort()
-        self.stagedSnapshots[index] = nil
-      }
-      self.stagedSnapshots[sink.metadata.index] = sink
-      if let refusal = self.raft.step(snapshot.message) { self.refused(snapshot.message, refusal) }
-      self.processReady()
-      // The core declined it (it already has that much of the log): throw the file away.
-      if let unused = self.stagedSnapshots.removeValue(forKey: sink.metadata.index) { unused.abort() }
     }
   }
 }
@@ -235,8 +206,7 @@ extension RaftDBNode {
     logger.error(
       "cannot accept connections (\(reason)); handing leadership to \(raft.configuration.info(of: candidate.id)?.name ?? "\(candidate.id)")"
     )
-    try? raft.transferLeadership(to: candidate.id)
-    processReady()
+    try? group.transferLeadership(to: candidate.id)
   }
 
   /// Counts a peer message the core refused and logs it (rate-limited: a flood costs a counter each).
@@ -248,7 +218,7 @@ extension RaftDBNode {
   }
 }
 
-extension LockedSnapshotSink: SnapshotSink {}
+extension LockedSnapshotSink: SnapshotSink, StagedSnapshot {}
 
 /// Free bytes for unprivileged use on the file system holding `path`, or nil if unknown.
 func freeBytes(atPath path: String) -> UInt64? {

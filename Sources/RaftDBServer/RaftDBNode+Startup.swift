@@ -91,8 +91,8 @@ extension RaftDBNode {
     }
     let node = RaftDBNode(
       options: options, logger: logger, networkGroup: networkGroup, writer: writer, metrics: metrics,
-      raft: raft,
       machine: machine, onFatalError: onFatalError)
+    node.makeGroup(core: raft, machine: machine)
     var transportOptions = TransportOptions()
     transportOptions.maxInboundConnections = options.maxPeerConnections
     transportOptions.maxSnapshotBytes = options.maxSnapshotBytes
@@ -103,9 +103,8 @@ extension RaftDBNode {
     try await node.transport.listen(host: raftHost, port: raftPort)
     writer.start()
     let role: String = try await node.loop.submit {
-      node.configurationChanged(node.raft.configuration)
+      node.group.start()
       node.startTicking()
-      node.processReady()
       return node.roleName(node.raft.currentRole)
     }.get()
     logger.info(

@@ -46,7 +46,7 @@ extension ClusterSimulation {
   {
     report.byzantineMessages += 1
     record(.note("byzantine \(message)"))
-    if raft.step(message) != nil { report.byzantineRefused += 1 }
+    if target.group?.step(message) != nil { report.byzantineRefused += 1 }
     try process(target)
   }
 
@@ -123,6 +123,8 @@ extension ClusterSimulation {
       message.body = .transferCheck(check)
     case .leaderHint:
       message.body = .leaderHint(leader: pick(Self.outsiderIDs)!)
+    case .memberQuery:
+      message.body = .memberQuery(candidate: pick(Self.outsiderIDs)!)
     case .voteResponse, .installSnapshot, .timeoutNow, .readIndexRequest, .leaderQuery:
       break
     }

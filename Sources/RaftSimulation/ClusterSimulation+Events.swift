@@ -1,38 +1,40 @@
 @_spi(Testing) import Raft
+import RaftGroup
 
 extension ClusterSimulation {
   func handle(_ event: Event) throws(Violation) {
     switch event {
     case .tick(let slot, let incarnation):
       let node = nodes[slot]
-      guard let raft = node.raft, node.incarnation == incarnation else { return }
-      raft.tick()
+      guard let group = node.group, node.incarnation == incarnation else { return }
       queue.schedule(at: now + node.tickMicros, .tick(slot: slot, incarnation: incarnation))
-      try process(node)
+      group.tick()
+
+    case .work(let slot, let incarnation, let id):
+      guard let work = deferredWork.removeValue(forKey: id), nodes[slot].incarnation == incarnation,
+        nodes[slot].isUp
+      else { return }
+      work()
 
     case .deliver(let message, let snapshot):
       try deliver(message, snapshot: snapshot)
 
     case .writeComplete(let slot, let incarnation):
       let node = nodes[slot]
-      guard let raft = node.raft, node.incarnation == incarnation, !node.pendingWrites.isEmpty else { return }
+      guard node.isUp, node.incarnation == incarnation, !node.pendingWrites.isEmpty else { return }
       let write = node.pendingWrites.removeFirst()
       node.disk.apply(write)
-      for message in write.messagesAfterPersist { send(message, from: node) }
-      if let position = write.persistedThrough { raft.persisted(through: position) }
-      try process(node)
+      write.completion(.success(()))
 
     case .snapshotReport(let slot, let incarnation, let peer, let succeeded):
       let node = nodes[slot]
-      guard let raft = node.raft, node.incarnation == incarnation else { return }
-      raft.reportSnapshot(to: peer, succeeded: succeeded)
-      try process(node)
+      guard let group = node.group, node.incarnation == incarnation else { return }
+      group.reportSnapshot(to: peer, succeeded: succeeded)
 
     case .unreachableReport(let slot, let incarnation, let peer):
       let node = nodes[slot]
-      guard let raft = node.raft, node.incarnation == incarnation else { return }
-      raft.reportUnreachable(peer)
-      try process(node)
+      guard let group = node.group, node.incarnation == incarnation else { return }
+      group.reportUnreachable(peer)
 
     case .propose:
       scheduleRecurring(.propose, every: faults.proposalIntervalTicks)
@@ -84,81 +86,126 @@ extension ClusterSimulation {
     }
   }
 
-  // MARK: - The application loop around each core
+  // MARK: - The simulated world of each group
 
-  /// Drains a node's `Ready`s the way the server will: check, send, persist, apply, answer reads.
+  /// What each node's group reports: the checks the simulation makes on the production runtime.
+  func hooks(for node: SimulatedNode) -> GroupHooks<SimulatedMachine> {
+    var hooks = GroupHooks<SimulatedMachine>()
+    hooks.readyTaken = { [unowned self] ready in
+      flag { () throws(Violation) in try readyTaken(ready, by: node) }
+    }
+    hooks.turnFinished = { [unowned self] in
+      flag { () throws(Violation) in try turnFinished(node) }
+    }
+    hooks.machineRestored = { [unowned self] machine, snapshot in
+      report.snapshotsInstalled += 1
+      record(.snapshotInstalled(node.id, index: snapshot.index))
+      flag { () throws(Violation) in try checker.machineRestored(machine.state, by: node.id, at: now) }
+    }
+    hooks.snapshotSaved = { [unowned self] metadata in record(.snapshotTaken(node.id, index: metadata.index))
+    }
+    hooks.failed = { [unowned self] reason in
+      flag { () throws(Violation) in
+        throw Violation(
+          kind: .stateMachineSafety, detail: "\(node.id)'s runtime failed: \(reason)", time: now)
+      }
+    }
+    return hooks
+  }
+
+  private func readyTaken(_ ready: Ready, by node: SimulatedNode) throws(Violation) {
+    guard let raft = node.raft else { return }
+    if let soft = ready.softState {
+      record(.softState(node.id, soft))
+      if soft.role == .leader {
+        report.leaderElections += 1
+        try checker.leaderElected(raft, at: now)
+        if !healed && chance(faults.newLeaderCrashProbability) {
+          let delay = 1 + random(UInt64(faults.newLeaderCrashWithinTicks * Double(options.tickMicros)))
+          queue.schedule(at: now + delay, .crashNode(slot: node.slot, incarnation: node.incarnation))
+        }
+      }
+    }
+    if let first = ready.entries.first {
+      try checker.entriesAppended(
+        ready.entries, previousTerm: raft.term(at: first.index - 1), by: node.id, at: now)
+    }
+  }
+
+  private func turnFinished(_ node: SimulatedNode) throws(Violation) {
+    guard let raft = node.raft else { return }
+    try checker.commitObserved(raft, from: node.commitChecked + 1, at: now)
+    node.commitChecked = raft.commitIndex
+    try checkLeaderAppendOnly(node, raft)
+  }
+
+  /// Runs a node's turn at once (after a client request or a fault acted on its group).
   func process(_ node: SimulatedNode) throws(Violation) {
-    while let raft = node.raft, raft.hasReady {
-      let ready = raft.takeReady()
-      if let soft = ready.softState {
-        record(.softState(node.id, soft))
-        if soft.role == .leader {
-          report.leaderElections += 1
-          try checker.leaderElected(raft, at: now)
-          if !healed && chance(faults.newLeaderCrashProbability) {
-            let delay = 1 + random(UInt64(faults.newLeaderCrashWithinTicks * Double(options.tickMicros)))
-            queue.schedule(at: now + delay, .crashNode(slot: node.slot, incarnation: node.incarnation))
-          }
-        }
-      }
-      if let snapshot = ready.snapshot {
-        guard let staged = node.stagedSnapshot, staged.metadata == snapshot else {
-          preconditionFailure("\(node.id) accepted snapshot \(snapshot.index) that was never received")
-        }
-        try checker.machineRestored(staged.machine, by: node.id, at: now)
-        node.machine = staged.machine
-        node.snapshot = staged
-        node.stagedSnapshot = nil
-        report.snapshotsInstalled += 1
-        record(.snapshotInstalled(node.id, index: snapshot.index))
-      }
-      if let first = ready.entries.first {
-        try checker.entriesAppended(
-          ready.entries, previousTerm: raft.term(at: first.index - 1), by: node.id, at: now)
-      }
-      for message in ready.messages { send(message, from: node) }
-      if ready.needsPersistence || !node.pendingWrites.isEmpty {
-        let write = PendingWrite(
-          hardState: ready.hardState, snapshot: ready.snapshot.map { ($0, node.machine) },
-          entries: ready.entries,
-          messagesAfterPersist: ready.messagesAfterPersist, persistedThrough: ready.persistedThrough)
-        node.pendingWrites.append(write)
-        // An fsync takes 0.1–2 ms; writes complete in the order they were issued.
-        let completion = max(now + 100 + random(1900), node.lastWriteCompletion + 1)
-        node.lastWriteCompletion = completion
-        queue.schedule(at: completion, .writeComplete(slot: node.slot, incarnation: node.incarnation))
-      } else {
-        for message in ready.messagesAfterPersist { send(message, from: node) }
-      }
-      for entry in ready.committedEntries {
-        try apply(entry, on: node)
-      }
-      for state in ready.readStates {
-        try answerRead(state, on: node)
-      }
-      try checker.commitObserved(raft, from: node.commitChecked + 1, at: now)
-      node.commitChecked = raft.commitIndex
-      try checkLeaderAppendOnly(node, raft)
-      maybeSnapshot(node, raft)
-    }
+    node.group?.runTurn()
+    try throwHookViolation()
   }
 
-  func apply(_ entry: LogEntry, on node: SimulatedNode) throws(Violation) {
-    node.machine.apply(entry)
-    try checker.entryApplied(entry, digestAfter: node.machine.digest, by: node.id, at: now)
-    if let term = node.proposals.removeValue(forKey: entry.index), term == entry.term {
-      report.proposalsAcknowledged += 1
-    }
+  /// `GroupExecutor`: work for a later turn of the node's thread.
+  func schedule(_ work: @escaping () -> Void, on node: SimulatedNode, incarnation: Int, afterMicros: UInt64) {
+    let id = nextWorkID
+    nextWorkID += 1
+    deferredWork[id] = work
+    queue.schedule(at: now + afterMicros, .work(slot: node.slot, incarnation: incarnation, id: id))
   }
 
-  func answerRead(_ state: ReadState, on node: SimulatedNode) throws(Violation) {
-    guard let required = node.reads.removeValue(forKey: state.requestID) else { return }
-    record(.readAnswered(node.id, requestID: state.requestID, state.result, required: required))
-    if case .ready(let index) = state.result {
-      try checker.readAnswered(
-        index: index, requiredIndex: required, by: node.id, requestID: state.requestID, at: now)
-      report.readsServed += 1
+  /// `GroupStorage`: an fsync takes 0.1–2 ms; writes complete in the order they were issued.
+  func persist(
+    _ write: GroupWrite, on node: SimulatedNode,
+    completion: @escaping (Result<Void, GroupStorageFailure>) -> Void
+  ) {
+    var snapshot: (SnapshotMetadata, MachineState)?
+    if let staged = write.snapshot {
+      guard let staged = staged as? SimulatedStagedSnapshot else {
+        preconditionFailure("\(node.id) persists a snapshot the simulator did not stage")
+      }
+      snapshot = (staged.metadata, staged.machine)
     }
+    node.pendingWrites.append(
+      PendingWrite(
+        hardState: write.hardState, snapshot: snapshot, entries: write.entries, completion: completion))
+    let completionTime = max(now + 100 + random(1900), node.lastWriteCompletion + 1)
+    node.lastWriteCompletion = completionTime
+    queue.schedule(at: completionTime, .writeComplete(slot: node.slot, incarnation: node.incarnation))
+  }
+
+  /// `GroupSnapshotStore.save`: the node's own snapshot, stored with its log compacted below it.
+  func saveSnapshot(_ machine: MachineState, at metadata: SnapshotMetadata, on node: SimulatedNode) {
+    precondition(
+      machine.appliedIndex == metadata.index, "\(node.id) snapshots \(metadata) from another index")
+    node.disk.storeLocalSnapshot(metadata, machine: machine, retain: faults.compactionRetainEntries)
+  }
+
+  /// `GroupSnapshotStore.load`: reads back the snapshot a write installed; loading takes 0.1–5 ms,
+  /// during which the group must hold back what comes after it.
+  func loadSnapshot(
+    _ metadata: SnapshotMetadata, on node: SimulatedNode, incarnation: Int,
+    completion: @escaping (Result<SimulatedMachine, GroupStorageFailure>) -> Void
+  ) {
+    guard node.disk.snapshot == metadata else {
+      preconditionFailure(
+        "\(node.id) loads snapshot \(metadata.index), but its disk holds \(node.disk.snapshot.index)")
+    }
+    let machine = makeMachine(node.disk.snapshotMachine, on: node)
+    schedule(
+      { completion(.success(machine)) }, on: node, incarnation: incarnation, afterMicros: 100 + random(4900))
+  }
+
+  /// `GroupMessageSink.sendSnapshot`: the snapshot stored on the sender's disk goes with the message.
+  func sendSnapshot(_ message: Message, metadata: SnapshotMetadata, from sender: SimulatedNode) {
+    guard sender.disk.snapshot == metadata else {
+      // Replaced or not yet durable: the server's transport fails to open it and reports failure.
+      queue.schedule(
+        at: now + 1,
+        .snapshotReport(
+          slot: sender.slot, incarnation: sender.incarnation, peer: message.to, succeeded: false))
+      return
+    }
+    send(message, from: sender, snapshot: sender.disk.snapshotMachine)
   }
 
   /// Leaders only append: while a node leads a term, its log keeps every entry it had.
@@ -180,28 +227,10 @@ extension ClusterSimulation {
     node.leaderWatermark = (raft.currentTerm, last)
   }
 
-  /// Takes a snapshot every `snapshotEveryEntries` applied entries and lets the core compact.
-  func maybeSnapshot(_ node: SimulatedNode, _ raft: RaftNode) {
-    let applied = node.machine.appliedIndex
-    guard applied >= raft.snapshotMetadata.index + faults.snapshotEveryEntries,
-      let metadata = raft.snapshotMetadata(at: applied)
-    else { return }
-    node.disk.storeLocalSnapshot(metadata, machine: node.machine, retain: faults.compactionRetainEntries)
-    node.snapshot = (metadata, node.machine)
-    let compacted = raft.compactLog(through: applied)
-    precondition(compacted, "\(node.id) could not compact through applied index \(applied)")
-    record(.snapshotTaken(node.id, index: applied))
-  }
-
   // MARK: - Network
 
-  func send(_ message: Message, from sender: SimulatedNode) {
+  func send(_ message: Message, from sender: SimulatedNode, snapshot: MachineState? = nil) {
     guard let target = slotByID[message.to] else { return }
-    var snapshot: MachineState?
-    if case .installSnapshot(let metadata) = message.body {
-      precondition(sender.snapshot.metadata == metadata, "\(sender.id) sends a snapshot it does not hold")
-      snapshot = sender.snapshot.machine
-    }
     if !healed {
       if blocked[sender.slot][target] || chance(faults.dropProbability) {
         record(.drop(message, reason: "network"))
@@ -240,7 +269,7 @@ extension ClusterSimulation {
     guard let targetSlot = slotByID[message.to], let senderSlot = slotByID[message.from] else { return }
     let target = nodes[targetSlot]
     let sender = nodes[senderSlot]
-    guard let raft = target.raft else {
+    guard let group = target.group else {
       record(.drop(message, reason: "receiver down"))
       reportLoss(of: message, from: sender)
       return
@@ -255,17 +284,21 @@ extension ClusterSimulation {
       report.fingerprint, message.from.rawValue << 32 | message.to.rawValue)
     record(.deliver(message))
     if options.byzantine != nil { remember(message) }
+    var refusal: MessageRefusal?
     if case .installSnapshot(let metadata) = message.body, let snapshot {
-      target.stagedSnapshot = (metadata, snapshot)
       queue.schedule(
         at: now + 1,
         .snapshotReport(slot: senderSlot, incarnation: sender.incarnation, peer: message.to, succeeded: true))
+      refusal = group.receiveSnapshot(
+        message, staged: SimulatedStagedSnapshot(metadata: metadata, machine: snapshot))
+    } else {
+      refusal = group.step(message)
     }
-    if let refusal = raft.step(message) {
+    if let refusal {
       // A genuine message refused: legitimate only for stale senders (a removed member, say); the
       // trace shows it for diagnosis.
       record(.note("\(message.to) refused \(message): \(refusal)"))
     }
-    try process(target)
+    try throwHookViolation()
   }
 }

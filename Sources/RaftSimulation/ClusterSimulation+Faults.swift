@@ -1,4 +1,5 @@
 @_spi(Testing) import Raft
+import RaftGroup
 
 // Clients, fault injection, and the liveness check after healing.
 extension ClusterSimulation {
@@ -7,7 +8,7 @@ extension ClusterSimulation {
   /// A client sends a write, usually to the leader, sometimes to whichever node it knows.
   func clientPropose() throws(Violation) {
     let upNodes = nodes.filter(\.isUp)
-    guard let node = chance(0.8) ? (currentLeader ?? pick(upNodes)) : pick(upNodes), let raft = node.raft
+    guard let node = chance(0.8) ? (currentLeader ?? pick(upNodes)) : pick(upNodes), let group = node.group
     else {
       return
     }
@@ -16,8 +17,7 @@ extension ClusterSimulation {
     var command = withUnsafeBytes(of: id.bigEndian) { Array($0) }
     command.append(contentsOf: (0..<random(48)).map { UInt8(truncatingIfNeeded: $0 &+ id) })
     do {
-      let position = try raft.propose(command)
-      node.proposals[position.index] = position.term
+      let position = try group.propose(command, completion: proposalAnswered)
       report.proposalsAccepted += 1
       record(.propose(node.id, position))
     } catch {
@@ -30,15 +30,44 @@ extension ClusterSimulation {
   /// committed anywhere at this instant: the answer must not be older.
   func clientRead() throws(Violation) {
     let upNodes = nodes.filter(\.isUp)
-    guard let node = chance(0.6) ? (currentLeader ?? pick(upNodes)) : pick(upNodes), let raft = node.raft
+    guard let node = chance(0.6) ? (currentLeader ?? pick(upNodes)) : pick(upNodes), let group = node.group
     else {
       return
     }
     let id = nextRequestID
     nextRequestID += 1
-    node.reads[id] = checker.maxCommitted
-    raft.requestRead(id: id, mode: chance(0.3) ? .lease : .readIndex)
+    let required = checker.maxCommitted
+    do {
+      try group.read(chance(0.3) ? .lease : .readIndex) { [unowned self] result in
+        readAnswered(result, id: id, required: required, on: node)
+      }
+    } catch {
+      // Not the leader: a real client would follow the redirect.
+    }
     try process(node)
+  }
+
+  func proposalAnswered(_ result: Result<Void, GroupError>) {
+    if case .success = result { report.proposalsAcknowledged += 1 }
+  }
+
+  /// A read the group answered: its index must cover every write committed before it began, and the
+  /// state machine must have applied through it (what the client then reads).
+  func readAnswered(
+    _ result: Result<UInt64, GroupError>, id: UInt64, required: UInt64, on node: SimulatedNode
+  ) {
+    switch result {
+    case .success(let index):
+      record(.readAnswered(node.id, requestID: id, .ready(index: index), required: required))
+      flag { () throws(Violation) in
+        try checker.readAnswered(index: index, requiredIndex: required, by: node.id, requestID: id, at: now)
+        try checker.readAnswered(
+          index: node.appliedIndex, requiredIndex: index, by: node.id, requestID: id, at: now)
+      }
+      report.readsServed += 1
+    case .failure(let error):
+      record(.note("\(node.id) read #\(id) failed: \(error)"))
+    }
   }
 
   // MARK: - Faults
@@ -118,7 +147,8 @@ extension ClusterSimulation {
   /// One single-server change at the leader: add a spare or removed server (as learner or voter),
   /// promote a learner, or remove a member (sometimes the leader itself).
   func changeMembership() throws(Violation) {
-    guard let leader = currentLeader, let raft = leader.raft else { return }
+    guard let leader = currentLeader, let group = leader.group else { return }
+    let raft = group.core
     let configuration = raft.configuration
     let outsiders = nodes.filter { !configuration.contains($0.id) }.map(\.id)
     let learners = configuration.learners
@@ -134,7 +164,7 @@ extension ClusterSimulation {
     guard let change = pick(candidates) else { return }
     var accepted = true
     do {
-      try raft.proposeConfigurationChange(change)
+      try group.proposeConfigurationChange(change) { _ in }
       report.membershipChanges += 1
     } catch {
       accepted = false
@@ -144,11 +174,11 @@ extension ClusterSimulation {
   }
 
   func transferLeadership() throws(Violation) {
-    guard let leader = currentLeader, let raft = leader.raft,
-      let target = pick(raft.configuration.voters.filter { $0 != leader.id })
+    guard let leader = currentLeader, let group = leader.group,
+      let target = pick(group.core.configuration.voters.filter { $0 != leader.id })
     else { return }
     do {
-      try raft.transferLeadership(to: target)
+      try group.transferLeadership(to: target)
       report.leadershipTransfers += 1
       record(.transfer(from: leader.id, to: target))
     } catch {}
@@ -200,9 +230,10 @@ extension ClusterSimulation {
     if postHeal.positions.count < options.postHealProposals {
       let id = nextRequestID
       nextRequestID += 1
-      if let position = try? raft.propose(withUnsafeBytes(of: id.bigEndian) { Array($0) }) {
+      if let position = try? node.group?.propose(
+        withUnsafeBytes(of: id.bigEndian) { Array($0) }, completion: proposalAnswered)
+      {
         postHeal.positions.append(position)
-        node.proposals[position.index] = position.term
         report.proposalsAccepted += 1
       }
       try process(node)
@@ -210,7 +241,7 @@ extension ClusterSimulation {
     }
     let lastIndex = postHeal.positions.last!.index
     let members = raft.configuration.members.map(\.id)
-    let lagging = members.filter { (nodes[slotByID[$0]!].machine.appliedIndex) < lastIndex }
+    let lagging = members.filter { nodes[slotByID[$0]!].appliedIndex < lastIndex }
     let uncommitted = postHeal.positions.filter { checker.committedTerm(at: $0.index) != $0.term }
     if lagging.isEmpty && uncommitted.isEmpty {
       finished = true

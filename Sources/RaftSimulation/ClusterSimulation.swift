@@ -1,13 +1,16 @@
 @_spi(Testing) import Raft
+@_spi(Testing) import RaftGroup
 
-/// A seeded, deterministic simulation of a Raft cluster under faults (TigerBeetle's approach):
-/// real `RaftNode`s, a simulated network that drops, duplicates, delays, reorders and partitions
+/// A seeded, deterministic simulation of a Raft cluster under faults (TigerBeetle's approach): the
+/// production runtime, `RaftGroup` with its `RaftNode` core, on every node, over a simulated network that drops, duplicates, delays, reorders and partitions
 /// messages, simulated disks that lose unsynced writes on a crash, clients proposing and reading
 /// throughout, membership changes and leadership transfers. The invariant checker runs after every
 /// event; after the faults heal, liveness is checked too. The same seed always replays the same run.
 public final class ClusterSimulation {
   enum Event {
     case tick(slot: Int, incarnation: Int)
+    /// Work a node's group deferred to a later turn of its thread (`GroupExecutor`).
+    case work(slot: Int, incarnation: Int, id: UInt64)
     case deliver(Message, snapshot: MachineState?)
     case writeComplete(slot: Int, incarnation: Int)
     case snapshotReport(slot: Int, incarnation: Int, peer: NodeID, succeeded: Bool)
@@ -47,6 +50,11 @@ public final class ClusterSimulation {
   /// Genuine messages recently delivered, which the byzantine peer replays and mutates.
   var recentMessages: [Message] = []
   var recentMessagesNext = 0
+  /// Deferred work by id, run by its `.work` event.
+  var deferredWork: [UInt64: () -> Void] = [:]
+  var nextWorkID: UInt64 = 0
+  /// The first violation a group hook or the state machine saw; it ends the run after the event.
+  var hookViolation: Violation?
 
   struct PostHealProgress {
     var leader: NodeID?
@@ -94,6 +102,7 @@ public final class ClusterSimulation {
         report.events += 1
         report.fingerprint = Fingerprint.combine(report.fingerprint, time)
         try handle(event)
+        try throwHookViolation()
       }
     } catch {
       report.violation = error
@@ -145,7 +154,8 @@ public final class ClusterSimulation {
 
   // MARK: - Nodes
 
-  /// Starts (or restarts) a node from what its disk holds.
+  /// Starts (or restarts) a node from what its disk holds: the production runtime over this node's
+  /// simulated world.
   func boot(_ node: SimulatedNode) throws(Violation) {
     precondition(!node.isUp)
     var raftOptions = RaftOptions(id: node.id, randomSeed: options.seed &+ UInt64(node.incarnation) &* 7919)
@@ -161,12 +171,22 @@ public final class ClusterSimulation {
     // A joining server learns the members from the node it asks to join through (the server's
     // -join does the same); it hears from no one else before the configuration reaches it.
     raft.trustWhileJoining(nodes.map(\.id))
-    node.raft = raft
-    node.machine = node.disk.snapshotMachine
-    node.snapshot = (node.disk.snapshot, node.disk.snapshotMachine)
+    var groupOptions = GroupOptions()
+    groupOptions.tickNanoseconds = options.tickMicros * 1000
+    groupOptions.electionTimeoutTicks = options.electionTimeoutTicks
+    groupOptions.requestTimeoutNanoseconds =
+      20 * UInt64(options.electionTimeoutTicks) * options.tickMicros * 1000
+    groupOptions.snapshotThresholdEntries = faults.snapshotEveryEntries
+    groupOptions.snapshotRetryNanoseconds = options.tickMicros * 1000
+    groupOptions.plantedBugs = options.runtimeBugs
+    let world = SimulatedWorld(simulation: self, node: node)
+    let machine = makeMachine(node.disk.snapshotMachine, on: node)
+    try checker.machineRestored(machine.state, by: node.id, at: now)
+    node.group = RaftGroup(
+      core: raft, machine: machine, options: groupOptions, clock: world, executor: world, storage: world,
+      sink: world, snapshots: world, hooks: hooks(for: node))
     node.commitChecked = 0
     node.leaderWatermark = nil
-    try checker.machineRestored(node.machine, by: node.id, at: now)
     if node.incarnation > 0 {
       record(
         .restart(
@@ -176,12 +196,46 @@ public final class ClusterSimulation {
     }
     let phase = random(node.tickMicros) + 1
     queue.schedule(at: now + phase, .tick(slot: node.slot, incarnation: node.incarnation))
-    try process(node)
+    node.group?.start()
+    try throwHookViolation()
+  }
+
+  /// A state machine for `node` that reports what it applies to the checker.
+  func makeMachine(_ state: MachineState, on node: SimulatedNode) -> SimulatedMachine {
+    SimulatedMachine(
+      state,
+      onApply: { [unowned self] entry, state in
+        flag { () throws(Violation) in
+          try checker.entryApplied(entry, digestAfter: state.digest, by: node.id, at: now)
+        }
+      },
+      onGap: { [unowned self] entry, applied in
+        flag { () throws(Violation) in
+          throw Violation(
+            kind: .stateMachineSafety,
+            detail:
+              "\(node.id)'s runtime handed \(entry.position) to a state machine that applied through \(applied)",
+            time: now)
+        }
+      })
+  }
+
+  /// Records the first violation seen inside a hook (hooks cannot throw); the run ends after the event.
+  func flag(_ check: () throws(Violation) -> Void) {
+    do {
+      try check()
+    } catch {
+      if hookViolation == nil { hookViolation = error }
+    }
+  }
+
+  func throwHookViolation() throws(Violation) {
+    if let hookViolation { throw hookViolation }
   }
 
   func crash(_ node: SimulatedNode) {
     guard node.isUp else { return }
-    node.raft = nil
+    node.group = nil
     node.incarnation += 1
     report.crashes += 1
     // Writes not yet synced are lost, except that a prefix of the write stream may have reached
@@ -199,9 +253,6 @@ public final class ClusterSimulation {
     }
     record(.crash(node.id, survivingWrites: surviving, pendingWrites: node.pendingWrites.count))
     node.pendingWrites = []
-    node.stagedSnapshot = nil
-    node.proposals = [:]
-    node.reads = [:]
   }
 
   /// The node that currently believes it leads with the highest term, if any.

@@ -1,4 +1,5 @@
 @_spi(Testing) import Raft
+import RaftGroup
 
 /// What the simulated application keeps in its state machine: enough to tell whether two nodes
 /// applied the same commands in the same order (a hash chain), and how far.
@@ -20,8 +21,8 @@ struct PendingWrite {
   var hardState: HardState?
   var snapshot: (metadata: SnapshotMetadata, machine: MachineState)?
   var entries: [LogEntry]
-  var messagesAfterPersist: [Message]
-  var persistedThrough: LogPosition?
+  /// The group's completion, called once the write is durable (never, if the node crashes first).
+  var completion: (Result<Void, GroupStorageFailure>) -> Void
 }
 
 /// A node's stable storage, modelled after the WAL + hard state + snapshot files of RaftStorage:

@@ -1,4 +1,5 @@
 @_spi(Testing) import Raft
+@_spi(Testing) import RaftGroup
 
 /// What one simulation run does. Everything not fixed here is drawn from the seed.
 public struct SimulationOptions: Sendable {
@@ -21,6 +22,8 @@ public struct SimulationOptions: Sendable {
   /// Faults to inject; nil draws a random profile from the seed.
   public var faults: FaultProfile?
   @_spi(Testing) public var plantedBugs: PlantedBugs = []
+  /// Bugs planted in the runtime (`RaftGroup`) rather than the core.
+  @_spi(Testing) public var runtimeBugs: RuntimeBugs = []
   /// How many of the last events a failure report shows.
   public var traceCapacity = 60
   /// A byzantine peer that sends random, mutated and replayed messages during the fault phase;

@@ -22,7 +22,7 @@ public enum SimulationSuite {
     public var failures: [SimulationReport] = []
 
     public var description: String {
-      "\(nodeCount)-node cluster: \(seeds) seeds, \(events) events, \(simulatedMicros / 1_000_000)s simulated, "
+      "\(nodeCount)-node cluster (production RaftGroup runtime): \(seeds) seeds, \(events) events, \(simulatedMicros / 1_000_000)s simulated, "
         + "\(elections) elections, \(crashes) crashes, \(partitions) partitions, \(membershipChanges) membership "
         + "changes, \(transfers) transfers, \(snapshotsInstalled) snapshots installed, \(proposalsAcknowledged) "
         + "writes acknowledged, \(readsServed) reads checked"
@@ -86,13 +86,14 @@ public enum SimulationSuite {
 
   /// The first seed in `seeds` whose run reports a violation, with its report.
   public static func firstFailure(
-    seeds: ClosedRange<UInt64>, nodeCount: Int, configure: (inout SimulationOptions) -> Void
+    seeds: ClosedRange<UInt64>, nodeCount: Int, matching: (Violation) -> Bool = { _ in true },
+    configure: (inout SimulationOptions) -> Void
   ) -> SimulationReport? {
     for seed in seeds {
       var options = SimulationOptions(seed: seed, nodeCount: nodeCount)
       configure(&options)
       let report = ClusterSimulation(options: options).run()
-      if !report.passed { return report }
+      if let violation = report.violation, matching(violation) { return report }
     }
     return nil
   }

@@ -178,6 +178,8 @@ extension ByteBuffer {
       writeInteger(leader.rawValue)
     case .leaderQuery:
       break
+    case .memberQuery(let candidate):
+      writeInteger(candidate.rawValue)
     case .readIndexResponse(let response):
       writeInteger(response.requestID)
       switch response.result {
@@ -217,6 +219,7 @@ extension Message.Body {
     case .transferConfirm: 12
     case .leaderHint: 13
     case .leaderQuery: 14
+    case .memberQuery: 15
     }
   }
 }
@@ -355,6 +358,8 @@ extension ByteBuffer {
       body = .leaderHint(leader: try readNodeID("hinted leader"))
     case 14:
       body = .leaderQuery
+    case 15:
+      body = .memberQuery(candidate: try readNodeID("queried candidate"))
     default:
       throw .malformed("message tag \(tag)")
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 @_spi(Testing) import Raft
+@_spi(Testing) import RaftGroup
 @_spi(Testing) import RaftSimulation
 
 @main
@@ -14,6 +15,7 @@ struct RaftSim: AsyncParsableCommand {
         raft-sim --nodes 5 --seeds 1-100000            # a soak
         raft-sim --nodes 3 --seed 1234 --trace         # replay one seed, print its last events
         raft-sim --nodes 3 --seeds 1-500 --bug skipUpToDateCheck   # show a checker biting
+        raft-sim --nodes 3 --seeds 1-500 --bug acknowledgeBeforeFsync   # a bug in the runtime
       """)
 
   @Option(help: "Cluster sizes, comma separated.")
@@ -28,7 +30,10 @@ struct RaftSim: AsyncParsableCommand {
   @Flag(help: "Print the trace of the last events even when the run passes.")
   var trace = false
 
-  @Option(help: "Plant a known bug: \(PlantedBugs.all.map(\.0).joined(separator: ", ")).")
+  @Option(
+    help:
+      "Plant a known bug in the core (\(PlantedBugs.all.map(\.0).joined(separator: ", "))) or in the runtime (\(RuntimeBugs.all.map(\.0).joined(separator: ", ")))."
+  )
   var bug: String?
 
   @Option(help: "Fault profile: random (drawn from each seed) or flapping-leaders.")
@@ -51,13 +56,18 @@ struct RaftSim: AsyncParsableCommand {
     let sizes = nodes.split(separator: ",").compactMap { Int($0) }
     guard !sizes.isEmpty else { throw ValidationError("--nodes needs sizes like 3,5,7") }
     var planted: PlantedBugs = []
+    var plantedInRuntime: RuntimeBugs = []
     if let bug {
-      guard let match = PlantedBugs.all.first(where: { $0.0 == bug }) else {
-        throw ValidationError(
-          "unknown bug \(bug); known: \(PlantedBugs.all.map(\.0).joined(separator: ", "))")
+      if let match = PlantedBugs.all.first(where: { $0.0 == bug }) {
+        planted = match.1
+      } else if let match = RuntimeBugs.all.first(where: { $0.0 == bug }) {
+        plantedInRuntime = match.1
+      } else {
+        let known = PlantedBugs.all.map(\.0) + RuntimeBugs.all.map(\.0)
+        throw ValidationError("unknown bug \(bug); known: \(known.joined(separator: ", "))")
       }
-      planted = match.1
     }
+    let runtimeBugs = plantedInRuntime
     let faultTicks = self.faultTicks
     let bugs = planted
     let traceEvents = self.traceEvents
@@ -76,6 +86,7 @@ struct RaftSim: AsyncParsableCommand {
     }
     let configure: @Sendable (inout SimulationOptions) -> Void = { options in
       options.plantedBugs = bugs
+      options.runtimeBugs = runtimeBugs
       options.byzantine = byzantineMode
       options.traceCapacity = traceEvents
       options.faults = profile

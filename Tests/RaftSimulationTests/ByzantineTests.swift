@@ -37,20 +37,22 @@ import Testing
   }
 
   /// The mode bites: with validation of senders switched off (the behaviour before it existed), the
-  /// outsider's forged appends rewrite committed data and the checker reports it.
+  /// outsider's forged appends rewrite committed data and the checker reports it. (Some seeds end
+  /// in a liveness failure instead, a forged term at the bound leaving no term to campaign in; the
+  /// search is for the safety violation.)
   @Test func withoutMembershipChecksTheOutsiderBreaksSafety() throws {
-    let failure = SimulationSuite.firstFailure(seeds: 1...200, nodeCount: 3) {
+    let safety: Set<Violation.Kind> = [
+      .committedEntryChanged, .stateMachineSafety, .logMatching, .leaderCompleteness, .electionSafety,
+      .staleRead,
+    ]
+    let failure = SimulationSuite.firstFailure(
+      seeds: 1...200, nodeCount: 3, matching: { safety.contains($0.kind) }
+    ) {
       $0.byzantine = .outsider
       $0.plantedBugs = .acceptNonMembers
     }
-    let report = try #require(failure, "the planted bug went undetected for 200 seeds")
+    let report = try #require(failure, "the planted bug broke no safety property in 200 seeds")
     let violation = try #require(report.violation)
     print("planted bug acceptNonMembers: detected at seed \(report.seed) as \(violation)")
-    #expect(
-      [
-        .committedEntryChanged, .stateMachineSafety, .logMatching, .leaderCompleteness, .electionSafety,
-        .staleRead,
-      ]
-      .contains(violation.kind))
   }
 }

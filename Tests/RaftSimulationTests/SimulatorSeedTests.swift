@@ -1,5 +1,6 @@
 import Foundation
 @_spi(Testing) import Raft
+@_spi(Testing) import RaftGroup
 @_spi(Testing) import RaftSimulation
 import Testing
 
@@ -52,7 +53,9 @@ import Testing
       expected: [.leaderCompleteness, .committedEntryChanged, .stateMachineSafety], profile: .flappingLeaders),
     Case(
       name: "skipUpToDateCheck", bug: .skipUpToDateCheck,
-      expected: [.leaderCompleteness, .committedEntryChanged, .stateMachineSafety]),
+      // A stale node can win with a configuration long replaced, whose majority overlaps nobody's
+      // newer one: two leaders of one term.
+      expected: [.leaderCompleteness, .committedEntryChanged, .stateMachineSafety, .electionSafety]),
     Case(name: "readIndexWithoutHeartbeat", bug: .readIndexWithoutHeartbeat, expected: [.staleRead]),
   ]
 
@@ -71,6 +74,45 @@ import Testing
   @Test func everyPlantedBugHasATest() {
     // acceptNonMembers needs the byzantine peer: ByzantineSimulationTests plants it.
     #expect(Set(PlantedBugs.all.map(\.0)) == Set(Self.cases.map(\.name)).union(["acceptNonMembers"]))
+  }
+}
+
+/// The simulator runs the production runtime (`RaftGroup`), so a bug planted there, not in the core,
+/// must be caught too.
+@Suite struct RuntimeBugTests {
+  struct Case: Sendable, CustomTestStringConvertible {
+    var name: String
+    var bug: RuntimeBugs
+    var expected: Set<Violation.Kind>
+    var testDescription: String { name }
+  }
+
+  static let cases: [Case] = [
+    // Promises that a crash then breaks: a vote given twice, or entries a leader counted (and
+    // stops resending) gone from a follower's disk.
+    Case(
+      name: "acknowledgeBeforeFsync", bug: .acknowledgeBeforeFsync,
+      expected: [
+        .electionSafety, .leaderCompleteness, .committedEntryChanged, .stateMachineSafety, .logMatching,
+        .livenessNotApplied,
+      ]),
+    Case(name: "applyBeforeRestore", bug: .applyBeforeRestore, expected: [.stateMachineSafety]),
+  ]
+
+  @Test(arguments: cases)
+  func simulatorReportsRuntimeBug(_ planted: Case) throws {
+    let failure = SimulationSuite.firstFailure(seeds: 1...PlantedBugTests.seedBound, nodeCount: 3) {
+      $0.runtimeBugs = planted.bug
+    }
+    let report = try #require(
+      failure, "\(planted.name) went undetected for \(PlantedBugTests.seedBound) seeds")
+    let violation = try #require(report.violation)
+    print("planted runtime bug \(planted.name): detected at seed \(report.seed) as \(violation)")
+    #expect(planted.expected.contains(violation.kind), "\(violation)")
+  }
+
+  @Test func everyRuntimeBugHasATest() {
+    #expect(Set(RuntimeBugs.all.map(\.0)) == Set(Self.cases.map(\.name)))
   }
 }
 

@@ -174,6 +174,53 @@ import Testing
     #expect(node.knownLeader == NodeID(4) && node.currentTerm == 3)
   }
 
+  /// A member whose configuration lags refuses a candidate it does not know, asks the members it
+  /// knows about it, and votes once one of them vouches for it: without its vote the candidate of a
+  /// newer configuration may lack a quorum (a simulator seed deadlocked that way). A stranger's
+  /// candidacy is never vouched for.
+  @Test func aLaggingMemberVotesForACandidateItsMembersVouchFor() throws {
+    // Without check-quorum: a fresh node honours the lease it may have granted before a restart.
+    let node = makeNode(3, stored: storedState(voters: [1, 3], term: 2)) { $0.checkQuorum = false }
+    let request = Message(
+      from: NodeID(4), to: NodeID(3), term: 3,
+      body: .voteRequest(
+        VoteRequest(isPreVote: true, lastLogIndex: 10, lastLogTerm: 2, isLeadershipTransfer: false)))
+    #expect(node.step(request) == .unknownSender)
+    let queries = node.takeReady().messages.filter {
+      if case .memberQuery(let candidate) = $0.body { candidate == NodeID(4) } else { false }
+    }
+    #expect(queries.map(\.to) == [NodeID(1)])
+    // A member that does not hold the candidate says nothing; one that does names it.
+    let unaware = makeNode(1, stored: storedState(voters: [1, 3], term: 2))
+    #expect(
+      unaware.step(Message(from: NodeID(3), to: NodeID(1), term: 2, body: .memberQuery(candidate: NodeID(4))))
+        == nil)
+    #expect(!unaware.takeReady().messages.contains { if case .leaderHint = $0.body { true } else { false } })
+    let aware = makeNode(1, stored: storedState(voters: [1, 3, 4], term: 2))
+    #expect(
+      aware.step(Message(from: NodeID(3), to: NodeID(1), term: 2, body: .memberQuery(candidate: NodeID(4))))
+        == nil)
+    let hint = try #require(
+      aware.takeReady().messages.first { if case .leaderHint = $0.body { true } else { false } })
+    guard case .leaderHint(let named) = hint.body else { return }
+    #expect(named == NodeID(4) && hint.to == NodeID(3))
+    // A stranger cannot vouch; a member can.
+    #expect(
+      node.step(Message(from: NodeID(99), to: NodeID(3), term: 2, body: .leaderHint(leader: NodeID(4))))
+        == .unknownSender)
+    #expect(node.step(request) == .unknownSender)
+    #expect(
+      node.step(Message(from: NodeID(1), to: NodeID(3), term: 2, body: .leaderHint(leader: NodeID(4)))) == nil
+    )
+    #expect(node.step(request) == nil)
+    let answer = try #require(node.takeReady().messages.first { $0.to == NodeID(4) })
+    guard case .voteResponse(let response) = answer.body else {
+      Issue.record("expected a vote response, got \(answer)")
+      return
+    }
+    #expect(response.isPreVote && response.granted)
+  }
+
   /// A joining node hears only from the members its seed named.
   @Test func aJoiningNodeHearsOnlyFromTheMembersItWasToldOf() {
     let node = makeNode(4, stored: .empty)

@@ -127,6 +127,7 @@ func sampleMessages(from: NodeID = NodeID(1), to: NodeID = NodeID(2), includeSna
       .transferConfirm(nonce: 77),
       .leaderHint(leader: NodeID(4)),
       .leaderQuery,
+      .memberQuery(candidate: NodeID(5)),
     ]
     + (includeSnapshot
       ? [.installSnapshot(SnapshotMetadata(index: 100, term: 7, configuration: configuration))] : [])
