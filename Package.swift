@@ -25,6 +25,9 @@ let package = Package(
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
     .target(name: "Raft"),
+    // The one JSON parser (bounded in depth and values, linear in time) and writer of the package.
+    // Imports nothing.
+    .target(name: "JSON"),
     // Seeded cluster simulator, fault models and invariant checkers.
     .target(name: "RaftSimulation", dependencies: ["Raft"]),
     // Write-ahead log, hard state and snapshot files; in-memory twins for tests.
@@ -64,7 +67,7 @@ let package = Package(
     .target(
       name: "RaftDBServer",
       dependencies: [
-        "Raft", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
+        "Raft", "JSON", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "Logging", package: "swift-log"),
@@ -109,6 +112,8 @@ let package = Package(
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
 
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
+    // The JSON parser (what it accepts, its bounds) and writer (its output beside JSONSerialization's).
+    .testTarget(name: "JSONTests", dependencies: ["JSON"]),
     .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "Raft"]),
     .testTarget(
       name: "RaftTransportTests",
