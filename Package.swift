@@ -54,6 +54,7 @@ let package = Package(
     .target(
       name: "RaftDBClient",
       dependencies: [
+        "JSON",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -88,7 +89,7 @@ let package = Package(
     .executableTarget(
       name: "raftctl",
       dependencies: [
-        "Raft", "RaftDBClient", "RaftDBVerify", "Linearizability",
+        "Raft", "JSON", "RaftDBClient", "RaftDBVerify", "Linearizability",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -101,7 +102,7 @@ let package = Package(
     .target(
       name: "RaftDBVerify",
       dependencies: [
-        "Raft", "RaftDBClient", "RaftDBServer", "Linearizability",
+        "Raft", "JSON", "RaftDBClient", "RaftDBServer", "Linearizability",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
