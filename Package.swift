@@ -25,6 +25,9 @@ let package = Package(
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
     .target(name: "Raft"),
+    // The one JSON parser (bounded in depth and values, linear in time) and writer of the package.
+    // Imports nothing.
+    .target(name: "JSON"),
     // One Raft group's runtime (core, state machine, Ready loop, reads, snapshots), generic over its
     // clock, storage, network and state machine: the server and the simulator both run it.
     .target(name: "RaftGroup", dependencies: ["Raft"]),
@@ -56,6 +59,7 @@ let package = Package(
     .target(
       name: "RaftDBClient",
       dependencies: [
+        "JSON",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -71,7 +75,7 @@ let package = Package(
     .target(
       name: "RaftDBServer",
       dependencies: [
-        "Raft", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
+        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "Logging", package: "swift-log"),
@@ -92,7 +96,7 @@ let package = Package(
     .executableTarget(
       name: "raftctl",
       dependencies: [
-        "Raft", "RaftDBClient", "RaftDBVerify", "Linearizability",
+        "Raft", "JSON", "RaftDBClient", "RaftDBVerify", "Linearizability",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -105,7 +109,7 @@ let package = Package(
     .target(
       name: "RaftDBVerify",
       dependencies: [
-        "Raft", "RaftDBClient", "RaftDBServer", "Linearizability",
+        "Raft", "JSON", "RaftDBClient", "RaftDBServer", "Linearizability",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,6 +120,8 @@ let package = Package(
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
 
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
+    // The JSON parser (what it accepts, its bounds) and writer (its output beside JSONSerialization's).
+    .testTarget(name: "JSONTests", dependencies: ["JSON"]),
     .testTarget(name: "RaftSimulationTests", dependencies: ["RaftSimulation", "RaftGroup", "Raft"]),
     .testTarget(
       name: "RaftTransportTests",

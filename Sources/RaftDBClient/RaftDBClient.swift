@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -67,15 +68,17 @@ public actor RaftDBClient {
   public func put(_ pairs: [String: String], idempotencyKey: String = UUID().uuidString) async throws
     -> UInt64
   {
-    let response = try await call(.POST, "/key", json: pairs, idempotencyKey: idempotencyKey)
-    return (response["revision"] as? NSNumber)?.uint64Value ?? 0
+    let body = JSONValue.object(
+      pairs.sorted { $0.key < $1.key }.map { (key: $0.key, value: .string($0.value)) })
+    let response = try await call(.POST, "/key", json: body, idempotencyKey: idempotencyKey)
+    return response["revision"]?.uint64Value ?? 0
   }
 
   /// The value of `key`, or nil when it is absent.
   public func get(_ key: String, level: ReadLevel = .default) async throws -> String? {
     do {
       let response = try await call(.GET, "/key/\(escape(key))?level=\(level.rawValue)")
-      return response[key] as? String
+      return response[key]?.stringValue
     } catch RaftDBClientError.server(404, _) {
       return nil
     }
@@ -85,51 +88,51 @@ public actor RaftDBClient {
   @discardableResult
   public func delete(_ key: String, idempotencyKey: String = UUID().uuidString) async throws -> Bool {
     let response = try await call(.DELETE, "/key/\(escape(key))", idempotencyKey: idempotencyKey)
-    return response["deleted"] as? Bool ?? false
+    return response["deleted"]?.boolValue ?? false
   }
 
   /// Atomically sets `key` to `value` if its current value is `expect` (nil: if absent).
   public func compareAndSet(
     _ key: String, expect: String?, value: String, idempotencyKey: String = UUID().uuidString
   ) async throws -> (succeeded: Bool, current: String?) {
-    let body: [String: Any] = ["expect": expect ?? NSNull(), "value": value]
+    let body = JSONValue(["expect": JSONValue(expect), "value": JSONValue(value)])
     let response = try await call(
       .POST, "/key/\(escape(key))/cas", json: body, idempotencyKey: idempotencyKey)
-    return (response["succeeded"] as? Bool ?? false, response["value"] as? String)
+    return (response["succeeded"]?.boolValue ?? false, response["value"]?.stringValue)
   }
 
   // MARK: Cluster operations
 
   /// A node's `/status`: of `endpoint` exactly, or of whichever member answers.
   public func status(endpoint: String? = nil) async throws -> NodeStatus {
-    let text = try await statusJSON(endpoint: endpoint)
-    do {
-      return try JSONDecoder().decode(NodeStatus.self, from: Data(text.utf8))
-    } catch {
-      throw RaftDBClientError.badResponse("status: \(error)")
-    }
+    let response = try await statusResponse(endpoint: endpoint)
+    return try NodeStatus(json: try decodeObject(response))
   }
 
   /// The raw `/status` JSON.
   public func statusJSON(endpoint: String? = nil) async throws -> String {
-    let request = HTTPRequestData(method: .GET, path: "/status")
-    let response: HTTPResponseData
-    if let endpoint {
-      response = try await send(request, to: endpoint)
-    } else {
-      response = try await perform(request)
-    }
+    let response = try await statusResponse(endpoint: endpoint)
     _ = try decodeObject(response)
     return response.bodyText
   }
 
+  private func statusResponse(endpoint: String?) async throws -> HTTPResponseData {
+    let request = HTTPRequestData(method: .GET, path: "/status")
+    if let endpoint { return try await send(request, to: endpoint) }
+    return try await perform(request)
+  }
+
   public func join(id: String, raftAddress: String, httpAddress: String, voter: Bool = true) async throws {
     _ = try await call(
-      .POST, "/join", json: ["id": id, "addr": raftAddress, "haddr": httpAddress, "voter": voter])
+      .POST, "/join",
+      json: JSONValue([
+        "addr": JSONValue(raftAddress), "haddr": JSONValue(httpAddress), "id": JSONValue(id),
+        "voter": JSONValue(voter),
+      ]))
   }
 
   public func remove(id: String) async throws {
-    _ = try await call(.POST, "/remove", json: ["id": id])
+    _ = try await call(.POST, "/remove", json: JSONValue(["id": JSONValue(id)]))
   }
 
   public func close() async {
@@ -140,12 +143,12 @@ public actor RaftDBClient {
   // MARK: Plumbing
 
   private func call(
-    _ method: HTTPMethod, _ path: String, json: Any? = nil, idempotencyKey: String? = nil
-  ) async throws -> [String: Any] {
+    _ method: HTTPMethod, _ path: String, json: JSONValue? = nil, idempotencyKey: String? = nil
+  ) async throws -> JSONValue {
     var headers: [(String, String)] = [("Accept", "application/json")]
     var body: [UInt8] = []
     if let json {
-      body = Array(try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]))
+      body = json.serialized()
       headers.append(("Content-Type", "application/json"))
     }
     if let idempotencyKey { headers.append(("Idempotency-Key", idempotencyKey)) }
@@ -154,13 +157,17 @@ public actor RaftDBClient {
     return try decodeObject(response)
   }
 
-  private func decodeObject(_ response: HTTPResponseData) throws -> [String: Any] {
-    let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
+  /// The body of a 2xx response, which must be a JSON object; any other status is thrown as
+  /// `.server` with the body's `{"error": ...}` (or its text).
+  private func decodeObject(_ response: HTTPResponseData) throws -> JSONValue {
+    let object = try? JSONParser.parse(response.body)
     guard (200..<300).contains(Int(response.status.code)) else {
-      let message = object?["error"] as? String ?? response.bodyText
+      let message = object?["error"]?.stringValue ?? response.bodyText
       throw RaftDBClientError.server(status: Int(response.status.code), message: message)
     }
-    guard let object else { throw RaftDBClientError.badResponse("not a JSON object: \(response.bodyText)") }
+    guard let object, case .object = object else {
+      throw RaftDBClientError.badResponse("not a JSON object: \(response.bodyText)")
+    }
     return object
   }
 
@@ -242,12 +249,19 @@ public actor RaftDBClient {
 }
 
 /// `GET /status`, as documented in docs/API.md.
-public struct NodeStatus: Codable, Sendable {
-  public struct Member: Codable, Sendable, Hashable {
+public struct NodeStatus: Sendable {
+  public struct Member: Sendable, Hashable {
     public var id: String
     public var raddr: String
     public var haddr: String
     public var voter: Bool?
+
+    init(json: JSONValue) throws {
+      id = try NodeStatus.field("id", of: json, \.stringValue)
+      raddr = try NodeStatus.field("raddr", of: json, \.stringValue)
+      haddr = try NodeStatus.field("haddr", of: json, \.stringValue)
+      voter = json["voter"]?.boolValue
+    }
   }
 
   public var id: String
@@ -261,12 +275,27 @@ public struct NodeStatus: Codable, Sendable {
   public var keys: Int?
   public var members: [Member]
 
-  enum CodingKeys: String, CodingKey {
-    case id, state, term, leader, members, keys
-    case commitIndex = "commit_index"
-    case appliedIndex = "applied_index"
-    case lastLogIndex = "last_log_index"
-    case snapshotIndex = "snapshot_index"
+  /// Reads the fields above from a `/status` body; members it does not know are ignored.
+  public init(json: JSONValue) throws {
+    id = try Self.field("id", of: json, \.stringValue)
+    state = try Self.field("state", of: json, \.stringValue)
+    term = try Self.field("term", of: json, \.uint64Value)
+    leader = try json["leader"].flatMap { $0.isNull ? nil : try Member(json: $0) }
+    commitIndex = try Self.field("commit_index", of: json, \.uint64Value)
+    appliedIndex = try Self.field("applied_index", of: json, \.uint64Value)
+    lastLogIndex = try Self.field("last_log_index", of: json, \.uint64Value)
+    snapshotIndex = try Self.field("snapshot_index", of: json, \.uint64Value)
+    keys = json["keys"]?.intValue
+    members = try Self.field("members", of: json, \.arrayValue).map(Member.init(json:))
+  }
+
+  /// The member `name` of `object`, read with `read`; missing or of another type is a bad response.
+  static func field<T>(_ name: String, of object: JSONValue, _ read: (JSONValue) -> T?) throws -> T {
+    guard let value = object[name].flatMap(read) else {
+      let text = String(decoding: object.serialized(), as: UTF8.self)
+      throw RaftDBClientError.badResponse("status: no \(name) of the expected type in \(text)")
+    }
+    return value
   }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Linearizability
 import NIOCore
 import NIOHTTP1
@@ -188,14 +189,14 @@ final class WorkloadClient: @unchecked Sendable {
     case .read:
       request = HTTPRequestData(method: .GET, path: "/key/\(key)?level=\(readLevel)")
     case .write(let value):
-      request = HTTPRequestData(method: .POST, path: "/key", body: Array("{\"\(key)\": \"\(value)\"}".utf8))
+      request = HTTPRequestData(
+        method: .POST, path: "/key", body: JSONValue([key: JSONValue(value)]).serialized())
     case .delete:
       request = HTTPRequestData(method: .DELETE, path: "/key/\(key)")
     case .cas(let expected, let new):
-      let expect = expected.map { "\"\($0)\"" } ?? "null"
       request = HTTPRequestData(
         method: .POST, path: "/key/\(key)/cas",
-        body: Array("{\"expect\": \(expect), \"value\": \"\(new)\"}".utf8))
+        body: JSONValue(["expect": JSONValue(expected), "value": JSONValue(new)]).serialized())
     }
     if case .read = call {} else { request.headers.append(("Idempotency-Key", idempotencyKey)) }
     let running = cluster.specs.filter { cluster.isRunning($0.name) }.map(\.http)
@@ -246,10 +247,10 @@ final class WorkloadClient: @unchecked Sendable {
   }
 
   private func parse(_ call: Call, key: String, _ response: HTTPResponseData) -> Response {
-    let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+    let object = try? JSONParser.parse(response.body)
     switch call {
-    case .read: return .value(object[key] as? String)
-    case .cas: return .cas(succeeded: object["succeeded"] as? Bool ?? false)
+    case .read: return .value(object?[key]?.stringValue)
+    case .cas: return .cas(succeeded: object?["succeeded"]?.boolValue ?? false)
     case .write, .delete: return .done
     }
   }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Histogram
+import JSON
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -318,16 +319,22 @@ struct Bench: AsyncParsableCommand {
             body: Array("{}".utf8))
           guard let response = try? await connection.send(request, timeout: .seconds(2)),
             response.status == .ok,
-            let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
-            let header = object["header"] as? [String: Any]
+            let object = try? JSONParser.parse(response.body), let header = object["header"]
           else { continue }
-          let member = "\(header["member_id"] ?? "")"
-          let leader = "\(object["leader"] ?? "")"
-          if !member.isEmpty && member == leader { return endpoint }
+          // The gateway writes 64-bit ids as strings; accept numbers too.
+          let member = idText(header["member_id"])
+          if !member.isEmpty && member == idText(object["leader"]) { return endpoint }
         }
       }
     }
     throw ValidationError("no leader found through \(endpoints.joined(separator: ","))")
+  }
+
+  private func idText(_ value: JSONValue?) -> String {
+    switch value {
+    case .string(let text), .number(let text): text
+    default: ""
+    }
   }
 
   private func note(_ text: String) {
@@ -405,52 +412,68 @@ struct BenchReport {
     return lines.joined(separator: "\n")
   }
 
+  /// One line, compact with sorted keys (as JSONSerialization's `.sortedKeys` wrote it before).
   func json() -> String {
-    var object: [String: Any] = [
-      "target": target.rawValue,
-      "path": operation == .echo
-        ? "tcp-echo" : (target == .etcd ? "etcd-grpc-gateway-json" : "raftdb-http-json"),
-      "op": operation.rawValue,
-      "level": level.rawValue,
-      "shape": shape,
-      "clients": clients,
-      "connected_to": connectedTo,
-      "key_size": keySize,
-      "value_size": valueSize,
-      "keys": keys,
-      "seed": seed,
-      "warmup_s": warmup,
-      "window_s": window,
-      "ops": stats.completed,
-      "ops_per_sec": (opsPerSecond * 10).rounded() / 10,
-      "latency_us": [
-        "p50": percentile(50), "p90": percentile(90), "p99": percentile(99), "p99_9": percentile(99.9),
-        "max": maxLatency, "mean": stats.completed > 0 ? (stats.histogram.mean * 10).rounded() / 10 : 0,
-      ],
-      "errors": stats.errors,
-      "error_count": stats.errors.values.reduce(0, +),
-      "cas_failed": stats.casFailed,
-      "reads": stats.reads,
-      "writes": stats.writes,
-      "redirects": stats.redirects,
-      "reconnects": stats.reconnects,
-      "generator": [
-        "threads": threads,
-        "cpu_seconds": (cpuSeconds * 1000).rounded() / 1000,
-        "cpu_percent_of_core": (cpuPercentOfCore * 10).rounded() / 10,
-        "cpu_us_per_op": (cpuMicrosPerOp * 100).rounded() / 100,
-      ],
+    var members: [(key: String, value: JSONValue)] = [
+      ("target", JSONValue(target.rawValue)),
+      (
+        "path",
+        JSONValue(
+          operation == .echo
+            ? "tcp-echo" : (target == .etcd ? "etcd-grpc-gateway-json" : "raftdb-http-json"))
+      ),
+      ("op", JSONValue(operation.rawValue)),
+      ("level", JSONValue(level.rawValue)),
+      ("shape", JSONValue(shape)),
+      ("clients", JSONValue(clients)),
+      ("connected_to", JSONValue(connectedTo)),
+      ("key_size", JSONValue(keySize)),
+      ("value_size", JSONValue(valueSize)),
+      ("keys", JSONValue(keys)),
+      ("seed", JSONValue(seed)),
+      ("warmup_s", JSONValue(warmup)),
+      ("window_s", JSONValue(window)),
+      ("ops", JSONValue(stats.completed)),
+      ("ops_per_sec", JSONValue((opsPerSecond * 10).rounded() / 10)),
+      (
+        "latency_us",
+        JSONValue([
+          "p50": JSONValue(percentile(50)), "p90": JSONValue(percentile(90)),
+          "p99": JSONValue(percentile(99)),
+          "p99_9": JSONValue(percentile(99.9)), "max": JSONValue(maxLatency),
+          "mean": JSONValue(stats.completed > 0 ? (stats.histogram.mean * 10).rounded() / 10 : 0),
+        ])
+      ),
+      ("errors", .object(stats.errors.map { (key: $0.key, value: JSONValue($0.value)) })),
+      ("error_count", JSONValue(stats.errors.values.reduce(0, +))),
+      ("cas_failed", JSONValue(stats.casFailed)),
+      ("reads", JSONValue(stats.reads)),
+      ("writes", JSONValue(stats.writes)),
+      ("redirects", JSONValue(stats.redirects)),
+      ("reconnects", JSONValue(stats.reconnects)),
+      (
+        "generator",
+        JSONValue([
+          "threads": JSONValue(threads),
+          "cpu_seconds": JSONValue((cpuSeconds * 1000).rounded() / 1000),
+          "cpu_percent_of_core": JSONValue((cpuPercentOfCore * 10).rounded() / 10),
+          "cpu_us_per_op": JSONValue((cpuMicrosPerOp * 100).rounded() / 100),
+        ])
+      ),
     ]
     if let serverCPUSeconds {
-      object["server"] = [
-        "cpu_seconds": (serverCPUSeconds * 1000).rounded() / 1000,
-        "cpu_percent_of_core": window > 0 ? (serverCPUSeconds / window * 1000).rounded() / 10 : 0,
-        "cpu_us_per_op": stats.completed > 0
-          ? (serverCPUSeconds / Double(stats.completed) * 1e8).rounded() / 100 : 0,
-      ]
+      members.append(
+        (
+          "server",
+          JSONValue([
+            "cpu_seconds": JSONValue((serverCPUSeconds * 1000).rounded() / 1000),
+            "cpu_percent_of_core": JSONValue(
+              window > 0 ? (serverCPUSeconds / window * 1000).rounded() / 10 : 0),
+            "cpu_us_per_op": JSONValue(
+              stats.completed > 0 ? (serverCPUSeconds / Double(stats.completed) * 1e8).rounded() / 100 : 0),
+          ])
+        ))
     }
-    let data = try? JSONSerialization.data(
-      withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-    return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    return String(decoding: JSONValue.object(members).serialized(sortingKeys: true), as: UTF8.self)
   }
 }

@@ -1,4 +1,5 @@
 import Histogram
+import JSON
 import NIOCore
 import NIOPosix
 import Raft
@@ -278,19 +279,23 @@ final class BenchClient: @unchecked Sendable {
     case 200..<300:
       switch kind {
       case .read:
-        if plan.target == .etcd && !contains(response.body, "\"kvs\"") { failure = "not_found" }
+        // etcd leaves "kvs" out of a range that found nothing. The package's one parser reads the
+        // bodies here (it replaced a substring scan): measured, it costs the generator about 3.5 µs
+        // of CPU per etcd response and 0.2 µs per raftdb CAS answer, with no change in throughput
+        // (etcd get and cas, raftdb cas; figures in the commit that made the change).
+        if plan.target == .etcd && (try? JSONParser.parse(response.body))?["kvs"] == nil {
+          failure = "not_found"
+        }
       case .cas(let key, let newValue):
-        let succeeded = jsonFieldIsTrue("succeeded", in: response.body)
-        if succeeded {
+        guard let outcome = try? BenchCASOutcome(target: plan.target, body: response.body) else {
+          failure = "bad_response"
+          break
+        }
+        if outcome.succeeded {
           knownValues[key] = newValue
         } else {
           if measured { stats.casFailed += 1 }
-          let current: [UInt8]?
-          switch plan.target {
-          case .raftdb: current = jsonStringField("value", in: response.body)
-          case .etcd: current = jsonStringField("value", in: response.body).flatMap { base64Decode($0) }
-          }
-          knownValues[key] = current ?? initialValue()
+          knownValues[key] = outcome.current ?? initialValue()
         }
       default: break
       }
@@ -329,17 +334,6 @@ final class BenchClient: @unchecked Sendable {
 
   private func countError(_ kind: String) {
     stats.errors[kind, default: 0] += 1
-  }
-
-  private func contains(_ body: [UInt8], _ needle: StaticString) -> Bool {
-    let count = needle.utf8CodeUnitCount
-    guard body.count >= count else { return false }
-    let bytes = UnsafeBufferPointer(start: needle.utf8Start, count: count)
-    for k in 0...(body.count - count) where body[k] == bytes[0] && body[k..<(k + count)].elementsEqual(bytes)
-    {
-      return true
-    }
-    return false
   }
 
   /// Called periodically: a request stuck past the timeout closes its connection (and is an error).

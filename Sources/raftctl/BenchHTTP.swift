@@ -1,3 +1,5 @@
+import JSON
+
 // The byte-level HTTP/1.1 the load generator speaks. It parses only what a closed-loop benchmark needs
 // (status, framing, Location, Connection) straight from the receive buffer, so that the generator
 // spends its CPU on sockets rather than on header dictionaries: on a 2-core machine every
@@ -234,43 +236,25 @@ func base64Decode(_ input: some Collection<UInt8>) -> [UInt8]? {
   return output
 }
 
-/// The string value of the last `"name":"..."` in a JSON body (no escapes: the generator's keys and
-/// values are alphanumeric), or nil when absent or null. Enough to learn a CAS loser's current value
-/// without a JSON parser on the hot path.
-func jsonStringField(_ name: String, in body: [UInt8]) -> [UInt8]? {
-  let needle = Array("\"\(name)\"".utf8)
-  var found: [UInt8]?
-  var k = 0
-  while k + needle.count <= body.count {
-    if body[k] == 34 && body[k..<(k + needle.count)].elementsEqual(needle) {
-      var j = k + needle.count
-      while j < body.count && (body[j] == 32 || body[j] == 58) { j += 1 }
-      if j < body.count && body[j] == 34 {
-        let valueStart = j + 1
-        var valueEnd = valueStart
-        while valueEnd < body.count && body[valueEnd] != 34 { valueEnd += 1 }
-        found = Array(body[valueStart..<valueEnd])
-        k = valueEnd
-        continue
-      }
-      found = nil
-      k = j
-      continue
-    }
-    k += 1
-  }
-  return found
-}
+/// What a compare-and-set answered: whether it took, and if not, the key's current value (nil when
+/// absent), read with the package's one JSON parser.
+struct BenchCASOutcome {
+  var succeeded: Bool
+  var current: [UInt8]?
 
-/// Whether `"name": true` occurs in a JSON body.
-func jsonFieldIsTrue(_ name: String, in body: [UInt8]) -> Bool {
-  let needle = Array("\"\(name)\"".utf8)
-  guard needle.count <= body.count else { return false }
-  for k in 0...(body.count - needle.count)
-  where body[k] == 34 && body[k..<(k + needle.count)].elementsEqual(needle) {
-    var j = k + needle.count
-    while j < body.count && (body[j] == 32 || body[j] == 58) { j += 1 }
-    if j < body.count && body[j] == 116 { return true }
+  /// raftdb answers `{"succeeded":false,"value":"..."}` (docs/API.md). etcd's gateway answers a txn
+  /// response that leaves "succeeded" out when it is false and holds the failure branch's range,
+  /// with the value in base64: `{"header":{...},"responses":[{"response_range":{"kvs":[{...,
+  /// "value":"..."}]}}]}` (no "kvs" when the key is absent).
+  init(target: BenchTarget, body: [UInt8]) throws(JSONError) {
+    let object = try JSONParser.parse(body)
+    succeeded = object["succeeded"]?.boolValue ?? false
+    switch target {
+    case .raftdb:
+      current = object["value"]?.stringValue.map { Array($0.utf8) }
+    case .etcd:
+      let kv = object["responses"]?[0]?["response_range"]?["kvs"]?[0]
+      current = kv?["value"]?.stringValue.flatMap { base64Decode($0.utf8) }
+    }
   }
-  return false
 }

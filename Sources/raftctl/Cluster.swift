@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JSON
 import RaftDBClient
 
 /// `raftctl cluster start|stop`: a local multi-process cluster for trying raftdb out.
@@ -7,9 +8,10 @@ struct Cluster: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Start or stop a local cluster of raftdb processes.", subcommands: [Start.self, Stop.self])
 
-  /// What `start` records so that `stop` can find the processes.
-  struct Manifest: Codable {
-    struct Node: Codable {
+  /// What `start` records so that `stop` can find the processes: `cluster.json`,
+  /// `{"nodes":[{"name":...,"pid":...,"http":...,"raft":...,"directory":...}, ...]}`.
+  struct Manifest {
+    struct Node {
       var name: String
       var pid: Int32
       var http: String
@@ -17,6 +19,38 @@ struct Cluster: AsyncParsableCommand {
       var directory: String
     }
     var nodes: [Node]
+
+    var json: JSONValue {
+      JSONValue([
+        "nodes": .array(
+          nodes.map { node in
+            JSONValue([
+              "name": JSONValue(node.name), "pid": JSONValue(node.pid), "http": JSONValue(node.http),
+              "raft": JSONValue(node.raft), "directory": JSONValue(node.directory),
+            ])
+          })
+      ])
+    }
+
+    init(nodes: [Node]) { self.nodes = nodes }
+
+    /// Reads a manifest written by `json` (or by an older raftctl, through JSONEncoder).
+    init(json: JSONValue) throws {
+      guard let elements = json["nodes"]?.arrayValue else {
+        throw ValidationError("cluster manifest has no \"nodes\" array")
+      }
+      nodes = try elements.map { element in
+        guard let name = element["name"]?.stringValue,
+          let pid = element["pid"]?.intValue.flatMap(Int32.init(exactly:)),
+          let http = element["http"]?.stringValue, let raft = element["raft"]?.stringValue,
+          let directory = element["directory"]?.stringValue
+        else {
+          throw ValidationError(
+            "cluster manifest: malformed node \(String(decoding: element.serialized(), as: UTF8.self))")
+        }
+        return Node(name: name, pid: pid, http: http, raft: raft, directory: directory)
+      }
+    }
   }
 
   static func manifestURL(_ directory: String) -> URL {
@@ -72,7 +106,7 @@ struct Cluster: AsyncParsableCommand {
           .init(name: name, pid: process.processIdentifier, http: http, raft: raft, directory: directory))
         if k == 1 { try await waitForLeader(at: http) }
       }
-      try JSONEncoder().encode(manifest).write(to: Cluster.manifestURL(dir))
+      try Data(manifest.json.serialized()).write(to: Cluster.manifestURL(dir))
       let endpoints = manifest.nodes.map(\.http).joined(separator: ",")
       try await waitForMembers(manifest.nodes.count, at: first)
       print("raftdb cluster of \(nodes) running; logs and data in \(dir)")
@@ -125,7 +159,7 @@ struct Cluster: AsyncParsableCommand {
       guard let data = FileManager.default.contents(atPath: url.path) else {
         throw ValidationError("no cluster recorded in \(dir)")
       }
-      let manifest = try JSONDecoder().decode(Manifest.self, from: data)
+      let manifest = try Manifest(json: JSONParser.parse(Array(data)))
       for node in manifest.nodes { kill(node.pid, SIGTERM) }
       for node in manifest.nodes {
         var waited = 0

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JSON
 import RaftDBClient
 
 @main
@@ -35,11 +36,10 @@ struct Endpoints: ParsableArguments {
   }
 }
 
-/// Prints a JSON-compatible value compactly with sorted keys.
-func printJSON(_ object: Any) {
-  let data =
-    (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
-  print(data.map { String(decoding: $0, as: UTF8.self) } ?? "\(object)")
+/// Prints an object compactly with sorted keys and unescaped slashes (as JSONSerialization's
+/// `[.sortedKeys, .withoutEscapingSlashes]` did).
+func printJSON(_ members: KeyValuePairs<String, JSONValue>) {
+  print(String(decoding: JSONValue(members).serialized(sortingKeys: true), as: UTF8.self))
 }
 
 struct Put: AsyncParsableCommand {
@@ -64,7 +64,7 @@ struct Put: AsyncParsableCommand {
     let client = try endpoints.client()
     let revision = try await client.put(pairs)
     await client.close()
-    printJSON(["revision": revision])
+    printJSON(["revision": JSONValue(revision)])
   }
 }
 
@@ -85,7 +85,7 @@ struct Get: AsyncParsableCommand {
       FileHandle.standardError.write(Data("key \(key) not found\n".utf8))
       throw ExitCode(1)
     }
-    printJSON([key: value])
+    printJSON([key: JSONValue(value)])
   }
 }
 
@@ -98,7 +98,7 @@ struct Delete: AsyncParsableCommand {
     let client = try endpoints.client()
     let existed = try await client.delete(key)
     await client.close()
-    printJSON(["deleted": existed])
+    printJSON(["deleted": JSONValue(existed)])
   }
 }
 
@@ -121,7 +121,7 @@ struct CompareAndSet: AsyncParsableCommand {
     let client = try endpoints.client()
     let outcome = try await client.compareAndSet(key, expect: expect, value: value)
     await client.close()
-    printJSON(["succeeded": outcome.succeeded, "value": outcome.current as Any? ?? NSNull()])
+    printJSON(["succeeded": JSONValue(outcome.succeeded), "value": JSONValue(outcome.current)])
     if !outcome.succeeded { throw ExitCode(1) }
   }
 }
@@ -136,7 +136,7 @@ struct Status: AsyncParsableCommand {
       do {
         print(try await client.statusJSON(endpoint: endpoint))
       } catch {
-        printJSON(["endpoint": endpoint, "error": "\(error)"])
+        printJSON(["endpoint": JSONValue(endpoint), "error": JSONValue("\(error)")])
       }
     }
     await client.close()
@@ -170,7 +170,7 @@ struct Join: AsyncParsableCommand {
     let client = try endpoints.client()
     try await client.join(id: id, raftAddress: raftAddress, httpAddress: httpAddress, voter: !learner)
     await client.close()
-    printJSON(["joined": id])
+    printJSON(["joined": JSONValue(id)])
   }
 }
 
@@ -183,6 +183,6 @@ struct Remove: AsyncParsableCommand {
     let client = try endpoints.client()
     try await client.remove(id: id)
     await client.close()
-    printJSON(["removed": id])
+    printJSON(["removed": JSONValue(id)])
   }
 }

@@ -1,8 +1,7 @@
+import JSON
 import Testing
 
-@testable import RaftDBServer
-
-/// The request parser's bounds: linear time whatever the input, and a limit on values.
+/// The parser's bounds: linear time whatever the input, and a limit on values.
 @Suite struct JSONBoundsTests {
   static func object(members: Int, duplicateLast: Bool = false) -> [UInt8] {
     var text = "{"
@@ -39,6 +38,23 @@ import Testing
       _ = try JSONParser.parse(Self.object(members: count, duplicateLast: true))
     }
     #expect(throws: JSONError.self) { _ = try JSONParser.parse(Array(#"{"a":1,"b":2,"a":3}"#.utf8)) }
+  }
+
+  /// The bound is exact: an object holds at most `defaultMaxValues - 1` members (the object itself
+  /// is a value, its keys are not), an array as many elements.
+  @Test func theValueBoundIsExact() throws {
+    let most = JSONParser.defaultMaxValues - 1
+    guard case .object(let members) = try JSONParser.parse(Self.object(members: most)) else {
+      Issue.record("not an object")
+      return
+    }
+    #expect(members.count == most)
+    #expect(throws: JSONError.self) { _ = try JSONParser.parse(Self.object(members: most + 1)) }
+    let array = { (count: Int) in
+      Array(("[" + Array(repeating: "0", count: count).joined(separator: ",") + "]").utf8)
+    }
+    #expect(try JSONParser.parse(array(most)).arrayValue?.count == most)
+    #expect(throws: JSONError.self) { _ = try JSONParser.parse(array(most + 1)) }
   }
 
   @Test func nestingIsBounded() {

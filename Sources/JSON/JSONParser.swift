@@ -1,53 +1,37 @@
-/// A JSON value, as parsed from a request body.
-enum JSONValue: Equatable, Sendable {
-  case object([(key: String, value: JSONValue)])
-  case array([JSONValue])
-  case string(String)
-  /// Numbers are kept as their text; no API field is numeric.
-  case number(String)
-  case bool(Bool)
-  case null
-
-  static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
-    switch (lhs, rhs) {
-    case (.object(let a), .object(let b)):
-      a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
-    case (.array(let a), .array(let b)): a == b
-    case (.string(let a), .string(let b)): a == b
-    case (.number(let a), .number(let b)): a == b
-    case (.bool(let a), .bool(let b)): a == b
-    case (.null, .null): true
-    default: false
-    }
-  }
-
-  var typeName: String {
-    switch self {
-    case .object: "an object"
-    case .array: "an array"
-    case .string: "a string"
-    case .number: "a number"
-    case .bool: "a boolean"
-    case .null: "null"
-    }
-  }
+/// Why a document was refused, and where.
+public struct JSONError: Error, Sendable, CustomStringConvertible {
+  public var message: String
+  /// Bytes from the start of the document to where the parser stopped.
+  public var offset: Int
+  public var description: String { "malformed JSON at byte \(offset): \(message)" }
 }
 
-struct JSONError: Error, Sendable, CustomStringConvertible {
-  var message: String
-  var offset: Int
-  var description: String { "malformed JSON at byte \(offset): \(message)" }
-}
-
-/// A strict RFC 8259 parser (no trailing commas, no comments, no duplicate keys, no lone
-/// surrogates) with a nesting limit and a limit on the number of values: request bodies come from
-/// anyone. It runs in time linear in the input: duplicate keys are found with a set once an object
-/// grows past a few members (comparing each key with every earlier one made an 8 MiB body of tiny
-/// members minutes of CPU).
-struct JSONParser {
+/// The JSON parser of the whole package: the server's request bodies, the client's responses,
+/// raftctl's cluster manifest and benchmark, the verifier's workload.
+///
+/// Strict RFC 8259: no trailing commas, no comments, no duplicate keys, no lone surrogates, no
+/// control characters in strings, valid UTF-8, nothing after the value. Request bodies come from
+/// anyone, so its work is bounded whatever the input:
+/// - **Time linear in the input.** Every byte is looked at a bounded number of times. Duplicate keys
+///   are found by comparing with the earlier keys while an object has at most 16 members, and with a
+///   set of them beyond (comparing each key with every earlier one made an 8 MiB body of tiny
+///   members minutes of CPU).
+/// - **Depth:** at most `maxDepth` (default `defaultMaxDepth`, 16) nested objects and arrays, so the
+///   recursion's stack is bounded.
+/// - **Values:** at most `maxValues` (default `defaultMaxValues`, 16,384) values per document,
+///   counting every scalar, object and array at any depth (an object's keys are not counted). So an
+///   object has at most 16,383 members and an array at most 16,383 elements; the parser stops at the
+///   first value past the bound, having read no further than it, and the tree it builds is bounded.
+///
+/// Past a bound it throws a `JSONError` that names it ("nested deeper than 16 levels", "more than
+/// 16384 values") with the byte offset; docs/API.md documents the same bounds for request bodies.
+public struct JSONParser {
+  /// Nesting of objects and arrays one document may have.
+  public static let defaultMaxDepth = 16
   /// Values (scalars, objects and arrays, at any depth) one document may hold: far above what any
-  /// request needs (a put holds at most 1,024 pairs), far below what an 8 MiB body could carry.
-  static let defaultMaxValues = 16_384
+  /// request or response needs (a put holds at most 1,024 pairs), far below what an 8 MiB body could
+  /// carry.
+  public static let defaultMaxValues = 16_384
 
   private let bytes: [UInt8]
   private var position = 0
@@ -56,8 +40,9 @@ struct JSONParser {
   private var values = 0
   private let maxValues: Int
 
-  static func parse(
-    _ bytes: [UInt8], maxDepth: Int = 16, maxValues: Int = defaultMaxValues
+  /// The one value `bytes` hold, with optional whitespace around it.
+  public static func parse(
+    _ bytes: [UInt8], maxDepth: Int = defaultMaxDepth, maxValues: Int = defaultMaxValues
   ) throws(JSONError) -> JSONValue {
     var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, maxValues: maxValues)
     parser.skipWhitespace()
@@ -118,20 +103,38 @@ struct JSONParser {
     guard depth <= maxDepth else { throw error("nested deeper than \(maxDepth) levels") }
   }
 
+  /// Steps over an opening bracket; whether the container is empty (then also past `closing`).
+  private mutating func openIsEmpty(closing: UInt8) -> Bool {
+    position += 1
+    skipWhitespace()
+    guard current == closing else { return false }
+    position += 1
+    return true
+  }
+
+  /// After an element: true past a comma (another element follows), false past `closing`.
+  private mutating func continues(closing: UInt8) throws(JSONError) -> Bool {
+    skipWhitespace()
+    switch current {
+    case UInt8(ascii: ","):
+      position += 1
+      return true
+    case closing:
+      position += 1
+      return false
+    default: throw error("expected ',' or '\(Character(Unicode.Scalar(closing)))'")
+    }
+  }
+
   private mutating func parseObject() throws(JSONError) -> JSONValue {
     try enter()
     defer { depth -= 1 }
-    position += 1
     var members: [(key: String, value: JSONValue)] = []
+    if openIsEmpty(closing: UInt8(ascii: "}")) { return .object(members) }
     // Small objects compare keys directly; past `setThreshold` members a set keeps it linear.
     let setThreshold = 16
     var keys: Set<String> = []
-    skipWhitespace()
-    if current == UInt8(ascii: "}") {
-      position += 1
-      return .object(members)
-    }
-    while true {
+    repeat {
       skipWhitespace()
       guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
       let key = try parseString()
@@ -146,39 +149,20 @@ struct JSONParser {
       position += 1
       skipWhitespace()
       members.append((key, try parseValue()))
-      skipWhitespace()
-      switch current {
-      case UInt8(ascii: ","): position += 1
-      case UInt8(ascii: "}"):
-        position += 1
-        return .object(members)
-      default: throw error("expected ',' or '}'")
-      }
-    }
+    } while try continues(closing: UInt8(ascii: "}"))
+    return .object(members)
   }
 
   private mutating func parseArray() throws(JSONError) -> JSONValue {
     try enter()
     defer { depth -= 1 }
-    position += 1
     var elements: [JSONValue] = []
-    skipWhitespace()
-    if current == UInt8(ascii: "]") {
-      position += 1
-      return .array(elements)
-    }
-    while true {
+    if openIsEmpty(closing: UInt8(ascii: "]")) { return .array(elements) }
+    repeat {
       skipWhitespace()
       elements.append(try parseValue())
-      skipWhitespace()
-      switch current {
-      case UInt8(ascii: ","): position += 1
-      case UInt8(ascii: "]"):
-        position += 1
-        return .array(elements)
-      default: throw error("expected ',' or ']'")
-      }
-    }
+    } while try continues(closing: UInt8(ascii: "]"))
+    return .array(elements)
   }
 
   private mutating func parseNumber() throws(JSONError) -> String {
@@ -211,11 +195,13 @@ struct JSONParser {
     position += 1
     let start = position
     // Fast path: no escapes — the common case for keys and values.
+    var highBits: UInt8 = 0
     while let byte = current, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\"), byte >= 0x20 {
+      highBits |= byte
       position += 1
     }
     if current == UInt8(ascii: "\"") {
-      let text = try validUTF8(bytes[start..<position])
+      let text = try validUTF8(bytes[start..<position], ascii: highBits < 0x80)
       position += 1
       return text
     }
@@ -225,7 +211,7 @@ struct JSONParser {
       switch byte {
       case UInt8(ascii: "\""):
         position += 1
-        return try validUTF8(scalars[...])
+        return try validUTF8(scalars[...], ascii: false)
       case UInt8(ascii: "\\"):
         position += 1
         guard let escaped = current else { throw error("unterminated escape") }
@@ -281,109 +267,15 @@ struct JSONParser {
     return value
   }
 
-  private func validUTF8(_ slice: ArraySlice<UInt8>) throws(JSONError) -> String {
-    guard let text = String(validating: slice, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
-    return text
-  }
-}
-
-/// Builds JSON responses without Foundation.
-struct JSONWriter {
-  private(set) var bytes: [UInt8] = []
-  private var needsComma = [false]
-
-  init(capacity: Int = 64) { bytes.reserveCapacity(capacity) }
-
-  mutating func beginObject() {
-    separator()
-    bytes.append(UInt8(ascii: "{"))
-    needsComma.append(false)
-  }
-
-  mutating func endObject() {
-    needsComma.removeLast()
-    bytes.append(UInt8(ascii: "}"))
-  }
-
-  mutating func beginArray() {
-    separator()
-    bytes.append(UInt8(ascii: "["))
-    needsComma.append(false)
-  }
-
-  mutating func endArray() {
-    needsComma.removeLast()
-    bytes.append(UInt8(ascii: "]"))
-  }
-
-  mutating func key(_ name: String) {
-    separator()
-    appendString(name)
-    bytes.append(UInt8(ascii: ":"))
-    needsComma[needsComma.count - 1] = false
-  }
-
-  mutating func string(_ value: String?) {
-    separator()
-    if let value { appendString(value) } else { bytes.append(contentsOf: "null".utf8) }
-  }
-
-  mutating func number(_ value: UInt64) {
-    separator()
-    bytes.append(contentsOf: String(value).utf8)
-  }
-
-  mutating func bool(_ value: Bool) {
-    separator()
-    bytes.append(contentsOf: (value ? "true" : "false").utf8)
-  }
-
-  mutating func field(_ name: String, _ value: String?) {
-    key(name)
-    string(value)
-  }
-
-  mutating func field(_ name: String, _ value: UInt64) {
-    key(name)
-    number(value)
-  }
-
-  mutating func field(_ name: String, _ value: Bool) {
-    key(name)
-    bool(value)
-  }
-
-  private mutating func separator() {
-    if needsComma[needsComma.count - 1] { bytes.append(UInt8(ascii: ",")) }
-    needsComma[needsComma.count - 1] = true
-  }
-
-  private mutating func appendString(_ value: String) {
-    bytes.append(UInt8(ascii: "\""))
-    for byte in value.utf8 {
-      switch byte {
-      case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
-      case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
-      case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-      case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-      case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-      case 0..<0x20:
-        let hex = Array("0123456789abcdef".utf8)
-        bytes.append(contentsOf: [
-          0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)],
-        ])
-      default: bytes.append(byte)
-      }
+  /// `slice` as a string, if it is valid UTF-8. Not `String(validating:as:)`: it is generic over the
+  /// encoding and, unspecialized, looked up type metadata on every call, which was a third of the
+  /// time of parsing an etcd response. Decoding replaces invalid sequences with U+FFFD, so the input
+  /// was valid exactly when decoding left its bytes unchanged (checked unless it is known to be ASCII).
+  private func validUTF8(_ slice: ArraySlice<UInt8>, ascii: Bool) throws(JSONError) -> String {
+    let text = String(decoding: slice, as: UTF8.self)
+    guard ascii || text.utf8.elementsEqual(slice) else {
+      throw error("invalid UTF-8 in string")
     }
-    bytes.append(UInt8(ascii: "\""))
-  }
-
-  /// `{"error": message}`.
-  static func error(_ message: String) -> [UInt8] {
-    var writer = JSONWriter()
-    writer.beginObject()
-    writer.field("error", message)
-    writer.endObject()
-    return writer.bytes
+    return text
   }
 }
