@@ -98,7 +98,7 @@ let package = Package(
     .target(
       name: "RaftDBVerify",
       dependencies: [
-        "Raft", "RaftDBClient", "RaftDBServer", "Linearizability",
+        "Raft", "RaftDBClient", "RaftDBServer", "RaftTransport", "Linearizability",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -50,6 +50,29 @@ public enum WireFormat {
   }
 
   static let maxAdvertisedAddressBytes = 256
+
+  /// What the start of a connection's bytes holds, for tools that sit between peers and read the
+  /// hello without taking part (the verifier's fault proxy).
+  public enum LeadingHello: Sendable {
+    case incomplete
+    case hello(Hello)
+    case invalid(WireError)
+  }
+
+  /// Decodes the hello at the start of `bytes` (which it does not consume), as a receiver would.
+  public static func leadingHello(_ bytes: ByteBuffer) -> LeadingHello {
+    var decoder = FrameDecoder(maxFrameBytes: maxHelloFrameBytes)
+    var copy = bytes
+    do {
+      switch try decoder.decodeFrame(from: &copy) {
+      case nil: return .incomplete
+      case .hello(let hello)?: return .hello(hello)
+      case _?: return .invalid(.malformed("the first frame is not a hello"))
+      }
+    } catch {
+      return .invalid(error)
+    }
+  }
 }
 
 /// A decoded frame.
