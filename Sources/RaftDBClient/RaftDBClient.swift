@@ -123,9 +123,14 @@ public actor RaftDBClient {
     return response.bodyText
   }
 
-  public func join(id: String, raftAddress: String, httpAddress: String, voter: Bool = true) async throws {
-    _ = try await call(
-      .POST, "/join", json: ["id": id, "addr": raftAddress, "haddr": httpAddress, "voter": voter])
+  /// Asks the cluster to add a member. `memberID` (16 hex digits) is the id the new node chose for
+  /// itself; without it the leader uses the legacy id derived from the name.
+  public func join(
+    id: String, raftAddress: String, httpAddress: String, voter: Bool = true, memberID: String? = nil
+  ) async throws {
+    var body: [String: Any] = ["id": id, "addr": raftAddress, "haddr": httpAddress, "voter": voter]
+    if let memberID { body["member_id"] = memberID }
+    _ = try await call(.POST, "/join", json: body)
   }
 
   public func remove(id: String) async throws {
@@ -248,6 +253,13 @@ public struct NodeStatus: Codable, Sendable {
     public var raddr: String
     public var haddr: String
     public var voter: Bool?
+    /// 16 hex digits; nil from a server of a build before member ids.
+    public var memberID: String?
+
+    enum CodingKeys: String, CodingKey {
+      case id, raddr, haddr, voter
+      case memberID = "member_id"
+    }
   }
 
   public var id: String
@@ -260,9 +272,15 @@ public struct NodeStatus: Codable, Sendable {
   public var snapshotIndex: UInt64
   public var keys: Int?
   public var members: [Member]
+  /// This node's member id and its cluster's id, 16 hex digits each (all zeros: no cluster id);
+  /// nil from a server of a build before them.
+  public var memberID: String?
+  public var clusterID: String?
 
   enum CodingKeys: String, CodingKey {
     case id, state, term, leader, members, keys
+    case memberID = "member_id"
+    case clusterID = "cluster_id"
     case commitIndex = "commit_index"
     case appliedIndex = "applied_index"
     case lastLogIndex = "last_log_index"
