@@ -29,8 +29,10 @@ struct SeedView: Sendable {
 ///
 /// - A directory that names an owner (its `identity`, or the `node-name` of older builds) belongs
 ///   to that name only.
-/// - A directory with Raft state keeps its identity. One from before identities (no `identity`
-///   file) keeps the member id its build used, the legacy hash of its name, and has no cluster id.
+/// - A directory with Raft state keeps its identity. One from before identities (`node-name` and
+///   no `identity`) keeps the member id its build used, the legacy hash of its name, and has no
+///   cluster id. State with neither file is refused: no build leaves that, and guessing an id
+///   could make the node someone else.
 /// - A node that bootstraps a cluster gives it a new random cluster id (always new: a directory
 ///   without state has promised nothing to anyone, even if an interrupted join named a cluster in
 ///   it), and keeps a member id it already had or draws a random one.
@@ -55,6 +57,7 @@ enum IdentityChoice {
     }
     let legacyID = MemberInfo.legacyNodeID(forName: name)
     if let stored, hasState { return Choice(identity: stored, how: "from the data directory") }
+    if hasState && legacyOwner == nil { throw StartupError.missingIdentity(directory: directory) }
     if hasState || (stored == nil && legacyOwner != nil) {
       let legacy = NodeIdentity(name: name, memberID: legacyID, clusterID: 0)
       if hasState {

@@ -10,12 +10,18 @@ import RaftTransport
 public enum StartupError: Error, CustomStringConvertible {
   case wrongNode(directory: String, owner: String, requested: String)
   case badAddress(String)
+  /// Raft state without `identity` or `node-name`: no build leaves that, so the files were lost.
+  case missingIdentity(directory: String)
 
   public var description: String {
     switch self {
     case .wrongNode(let directory, let owner, let requested):
       "data directory \(directory) belongs to node \(owner), not \(requested); use -id \(owner) or another directory"
     case .badAddress(let address): "bad address \(address); expected host:port"
+    case .missingIdentity(let directory):
+      "data directory \(directory) holds Raft state but no identity file (nor the node-name of older builds), "
+        + "so this node cannot know which member it is; restore the file from a backup, or remove the member "
+        + "(POST /remove), move the directory aside and join the node again"
     }
   }
 }

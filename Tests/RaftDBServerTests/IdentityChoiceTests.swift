@@ -65,8 +65,17 @@ import Testing
     let (identity, asked) = try await choose(legacyOwner: "node01", hasState: true, seedCluster: .none)
     #expect(identity == NodeIdentity(name: "node01", memberID: Self.legacy, clusterID: 0))
     #expect(asked == 0)
-    // Even without `node-name` (state from a build that never wrote it).
-    #expect(try await choose(hasState: true, seedCluster: .none).identity.memberID == Self.legacy)
+  }
+
+  /// State with neither `identity` nor `node-name` is left by no build: the files were lost, and a
+  /// guessed id could make the node another member.
+  @Test func stateWithoutAnIdentityIsRefused() async throws {
+    do {
+      _ = try await choose(hasState: true, seedCluster: .none)
+      Issue.record("a directory with state and no identity was given one")
+    } catch let error as StartupError {
+      #expect("\(error)".contains("holds Raft state but no identity file"))
+    }
   }
 
   /// An interrupted legacy join: the old build may already have been added under the name hash.
