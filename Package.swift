@@ -109,7 +109,7 @@ let package = Package(
     .target(
       name: "RaftDBVerify",
       dependencies: [
-        "Raft", "JSON", "RaftDBClient", "RaftDBServer", "Linearizability",
+        "Raft", "JSON", "RaftDBClient", "RaftDBServer", "RaftTransport", "Linearizability",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -135,7 +135,7 @@ let package = Package(
     .testTarget(
       name: "RaftDBServerTests",
       dependencies: [
-        "RaftDBServer", "Raft",
+        "RaftDBServer", "Raft", "RaftStorage",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -145,7 +145,7 @@ let package = Package(
     .testTarget(
       name: "RaftDBIntegrationTests",
       dependencies: [
-        "RaftDBClient", "RaftDBVerify", "raftdb", "Raft", "RaftTransport", "RaftDBServer",
+        "RaftDBClient", "RaftDBVerify", "raftdb", "Raft", "RaftTransport", "RaftDBServer", "RaftStorage",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -129,13 +129,16 @@ public enum ConfigurationChangeError: Error, Hashable, Sendable, CustomStringCon
   case tooManyMembers(limit: Int)
   case contextTooLarge(bytes: Int, limit: Int)
 
-  public var description: String {
+  public var description: String { description(naming: \.description) }
+
+  /// The description with each node named by `name` (the server uses members' names).
+  public func description(naming name: (NodeID) -> String) -> String {
     switch self {
-    case .alreadyVoter(let id): "\(id) is already a voter"
-    case .alreadyMember(let id): "\(id) is already a member"
-    case .notALearner(let id): "\(id) is not a learner"
-    case .notAMember(let id): "\(id) is not a member"
-    case .removesLastVoter(let id): "removing \(id) would leave no voters"
+    case .alreadyVoter(let id): "\(name(id)) is already a voter"
+    case .alreadyMember(let id): "\(name(id)) is already a member"
+    case .notALearner(let id): "\(name(id)) is not a learner"
+    case .notAMember(let id): "\(name(id)) is not a member"
+    case .removesLastVoter(let id): "removing \(name(id)) would leave no voters"
     case .tooManyMembers(let limit):
       "the cluster already has the maximum of \(limit) members (voters and learners)"
     case .contextTooLarge(let bytes, let limit):

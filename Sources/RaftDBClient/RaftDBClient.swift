@@ -122,13 +122,17 @@ public actor RaftDBClient {
     return try await perform(request)
   }
 
-  public func join(id: String, raftAddress: String, httpAddress: String, voter: Bool = true) async throws {
-    _ = try await call(
-      .POST, "/join",
-      json: JSONValue([
-        "addr": JSONValue(raftAddress), "haddr": JSONValue(httpAddress), "id": JSONValue(id),
-        "voter": JSONValue(voter),
-      ]))
+  /// Asks the cluster to add a member. `memberID` (16 hex digits) is the id the new node chose for
+  /// itself; without it the leader uses the legacy id derived from the name.
+  public func join(
+    id: String, raftAddress: String, httpAddress: String, voter: Bool = true, memberID: String? = nil
+  ) async throws {
+    var members: [(key: String, value: JSONValue)] = [
+      ("addr", JSONValue(raftAddress)), ("haddr", JSONValue(httpAddress)), ("id", JSONValue(id)),
+    ]
+    if let memberID { members.append(("member_id", JSONValue(memberID))) }
+    members.append(("voter", JSONValue(voter)))
+    _ = try await call(.POST, "/join", json: .object(members))
   }
 
   public func remove(id: String) async throws {
@@ -255,12 +259,15 @@ public struct NodeStatus: Sendable {
     public var raddr: String
     public var haddr: String
     public var voter: Bool?
+    /// 16 hex digits; nil from a server of a build before member ids.
+    public var memberID: String?
 
     init(json: JSONValue) throws {
       id = try NodeStatus.field("id", of: json, \.stringValue)
       raddr = try NodeStatus.field("raddr", of: json, \.stringValue)
       haddr = try NodeStatus.field("haddr", of: json, \.stringValue)
       voter = json["voter"]?.boolValue
+      memberID = json["member_id"]?.stringValue
     }
   }
 
@@ -274,6 +281,10 @@ public struct NodeStatus: Sendable {
   public var snapshotIndex: UInt64
   public var keys: Int?
   public var members: [Member]
+  /// This node's member id and its cluster's id, 16 hex digits each (all zeros: no cluster id);
+  /// nil from a server of a build before them.
+  public var memberID: String?
+  public var clusterID: String?
 
   /// Reads the fields above from a `/status` body; members it does not know are ignored.
   public init(json: JSONValue) throws {
@@ -287,6 +298,8 @@ public struct NodeStatus: Sendable {
     snapshotIndex = try Self.field("snapshot_index", of: json, \.uint64Value)
     keys = json["keys"]?.intValue
     members = try Self.field("members", of: json, \.arrayValue).map(Member.init(json:))
+    memberID = json["member_id"]?.stringValue
+    clusterID = json["cluster_id"]?.stringValue
   }
 
   /// The member `name` of `object`, read with `read`; missing or of another type is a bad response.

@@ -3,6 +3,7 @@ import JSON
 import KVStore
 import NIOCore
 import NIOHTTP1
+import Raft
 import RaftDBClient
 
 /// The HTTP API of lessons 19 and 20, extended (see docs/API.md): a hand-written dispatcher in the
@@ -220,8 +221,9 @@ struct RaftDBAPI: HTTPResponding {
 
   // MARK: Membership and status
 
-  /// `POST /join {"id", "addr", "haddr", "voter"}` (the course's `{"id", "addr"}` form is accepted).
-  /// Joining takes several steps with waits between them, so it runs as a task.
+  /// `POST /join {"id", "addr", "haddr", "voter", "member_id"}` (the course's `{"id", "addr"}` form
+  /// is accepted; without `member_id` the member gets the legacy id of its name). Joining takes
+  /// several steps with waits between them, so it runs as a task.
   private func join(_ request: APIRequest, on eventLoop: any EventLoop) throws -> EventLoopFuture<APIResponse>
   {
     let body = try readJSON(request)
@@ -230,7 +232,8 @@ struct RaftDBAPI: HTTPResponding {
     var voter = true
     for (name, field) in members {
       switch (name, field) {
-      case ("id", .string(let text)), ("addr", .string(let text)), ("haddr", .string(let text)):
+      case ("id", .string(let text)), ("addr", .string(let text)), ("haddr", .string(let text)),
+        ("member_id", .string(let text)):
         fields[name] = text
       case ("voter", .bool(let flag)): voter = flag
       default: throw APIError.badRequest("unexpected field \"\(name)\" (\(field.typeName))")
@@ -244,14 +247,22 @@ struct RaftDBAPI: HTTPResponding {
     if !haddr.isEmpty && splitHostPort(haddr) == nil {
       throw APIError.badRequest("malformed \"haddr\" (the HTTP address, host:port)")
     }
+    var memberID: NodeID?
+    if let text = fields["member_id"] {
+      guard let parsed = NodeID(hex: text) else {
+        throw APIError.badRequest("malformed \"member_id\" (1 to 16 hex digits, not zero)")
+      }
+      memberID = parsed
+    }
     let member = MemberInfo(name: id, raftAddress: addr, httpAddress: haddr)
     let promise = eventLoop.makePromise(of: APIResponse.self)
-    promise.completeWithTask { [node, voter] in
-      let outcome = try await node.addMember(member, asVoter: voter)
+    promise.completeWithTask { [node, voter, memberID] in
+      let outcome = try await node.addMember(member, memberID: memberID, asVoter: voter)
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("id", id)
       writer.field("result", outcome)
+      writer.field("member_id", (memberID ?? MemberInfo.legacyNodeID(forName: id)).hex)
       writer.endObject()
       return APIResponse.json(.ok, writer.bytes)
     }
@@ -307,9 +318,12 @@ struct RaftDBAPI: HTTPResponding {
       writer.field("raddr", member.info.raftAddress)
       writer.field("haddr", member.info.httpAddress)
       writer.field("voter", member.voter)
+      writer.field("member_id", member.id.hex)
       writer.endObject()
     }
     writer.endArray()
+    writer.field("member_id", status.memberID.hex)
+    writer.field("cluster_id", HexID.format(status.clusterID))
     writer.endObject()
     return .json(.ok, writer.bytes)
   }

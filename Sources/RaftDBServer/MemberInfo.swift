@@ -14,9 +14,11 @@ public struct MemberInfo: Sendable, Hashable, Codable {
     self.httpAddress = httpAddress
   }
 
-  /// The core's numeric identity for a name: a stable 64-bit FNV-1a hash (never zero). Joins refuse a
-  /// name whose id collides with a different member's.
-  public static func nodeID(forName name: String) -> NodeID {
+  /// The member id that builds before random member ids derived from a name: a 64-bit FNV-1a
+  /// hash (never zero). It is still the id of a data directory those builds wrote, and of a `/join`
+  /// that names no `member_id` (what such a build sends). Two clusters that use the same names
+  /// have the same legacy ids, which is why new members get random ones (docs/SECURITY.md).
+  public static func legacyNodeID(forName name: String) -> NodeID {
     var hash: UInt64 = 0xCBF2_9CE4_8422_2325
     for byte in name.utf8 {
       hash ^= UInt64(byte)
@@ -24,8 +26,6 @@ public struct MemberInfo: Sendable, Hashable, Codable {
     }
     return NodeID(hash == 0 ? 1 : hash)
   }
-
-  public var nodeID: NodeID { Self.nodeID(forName: name) }
 
   public func encoded() -> [UInt8] {
     var writer = ByteWriter(capacity: 64)
@@ -57,12 +57,42 @@ extension Configuration {
       (
         member,
         MemberInfo(decoding: member.context)
-          ?? MemberInfo(name: "\(member.id)", raftAddress: "", httpAddress: "")
+          ?? MemberInfo(name: member.id.hex, raftAddress: "", httpAddress: "")
       )
     }
   }
 
   func info(of id: NodeID) -> MemberInfo? {
     member(id).flatMap { MemberInfo(decoding: $0.context) }
+  }
+}
+
+extension Configuration {
+  /// The member a join of `info` under `memberID` resumes, or nil if it adds a new one; throws
+  /// when the join conflicts: the id belongs to a member of another name, the name to a member of
+  /// another id (a node that lost its data directory gets a new id and must be removed first: its
+  /// old id may have voted), or the member exists with other addresses.
+  func memberResumedByJoin(of info: MemberInfo, as memberID: NodeID) throws(NodeError) -> Member? {
+    for (member, known) in memberInfos {
+      if member.id == memberID {
+        guard known.name == info.name else {
+          throw .conflict(
+            "member id \(memberID.hex) already belongs to member \(known.name), not \(info.name); a joining node chooses a new random id when it starts with an empty data directory"
+          )
+        }
+        guard known == info else {
+          throw .conflict(
+            "\(info.name) is already a member at raft \(known.raftAddress), http \(known.httpAddress); remove it first"
+          )
+        }
+        return member
+      }
+      if known.name == info.name {
+        throw .conflict(
+          "the name \(info.name) is taken by member \(member.id.hex), not \(memberID.hex) (a node whose data directory was replaced is a new member); remove it first (POST /remove) or choose another name"
+        )
+      }
+    }
+    return nil
   }
 }

@@ -14,8 +14,10 @@ public struct NodeStatusReport: Sendable {
   public var appliedIndex: UInt64
   public var lastLogIndex: UInt64
   public var snapshotIndex: UInt64
-  public var members: [(info: MemberInfo, voter: Bool)]
+  public var members: [(info: MemberInfo, voter: Bool, id: NodeID)]
   public var keys: Int
+  public var memberID: NodeID
+  public var clusterID: UInt64
 }
 
 extension RaftDBNode {
@@ -48,7 +50,7 @@ extension RaftDBNode {
     case .overloaded: .unavailable("too many uncommitted writes; retry later")
     case .leaderNotReady: .unavailable("the new leader has not committed its first entry yet; retry")
     case .configurationChangePending: .unavailable("another membership change is in progress; retry")
-    case .invalidConfigurationChange(let reason): .conflict("\(reason)")
+    case .invalidConfigurationChange(let reason): .conflict(describe(reason))
     case .entryTooLarge(let bytes, let limit):
       .invalid("request of \(bytes) bytes exceeds the \(limit)-byte limit")
     }
@@ -144,25 +146,16 @@ extension RaftDBNode {
 
   /// Adds a member the safe way: first as a learner, which receives the log without counting toward
   /// any quorum; then, once it has caught up, promotes it to voter (unless `asVoter` is false).
-  /// Repeating the call is harmless: it resumes wherever the member is.
-  public func addMember(_ info: MemberInfo, asVoter: Bool) async throws(NodeError) -> String {
-    let memberID = info.nodeID
+  /// Repeating the call is harmless: it resumes wherever the member is. `memberID` is the id the
+  /// joining node chose for itself (nil: the legacy id of its name, as builds before member ids use).
+  public func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(NodeError)
+    -> String
+  {
+    let memberID = memberID ?? MemberInfo.legacyNodeID(forName: info.name)
     let existing: Member? = try await onLoop {
       self.loop.makeCompletedFuture { () throws(NodeError) -> Member? in
         guard self.raft.isLeader else { throw self.notLeaderError() }
-        for (member, known) in self.raft.configuration.memberInfos where member.id == memberID {
-          guard known.name == info.name else {
-            throw .conflict(
-              "\(info.name) collides with member \(known.name) (same node id); choose another name")
-          }
-          guard known == info else {
-            throw .conflict(
-              "\(info.name) is already a member at raft \(known.raftAddress), http \(known.httpAddress); remove it first"
-            )
-          }
-          return member
-        }
-        return nil
+        return try self.raft.configuration.memberResumedByJoin(of: info, as: memberID)
       }
     }
     if existing == nil {
@@ -175,14 +168,14 @@ extension RaftDBNode {
     return "added as voter"
   }
 
-  /// Removes a member by name (or numeric id).
+  /// Removes a member by name (or member id, in hex as `/status` shows it, or in decimal).
   public func removeMember(named name: String) async throws(NodeError) {
     let memberID: NodeID = try await onLoop {
       self.loop.makeCompletedFuture { () throws(NodeError) -> NodeID in
         guard self.raft.isLeader else { throw self.notLeaderError() }
         guard
           let match = self.raft.configuration.memberInfos.first(where: {
-            $0.info.name == name || "\($0.member.id.rawValue)" == name
+            $0.info.name == name || "\($0.member.id.rawValue)" == name || $0.member.id == NodeID(hex: name)
           })
         else { throw .notFound("no member named \(name)") }
         return match.member.id
@@ -198,7 +191,7 @@ extension RaftDBNode {
     while true {
       do {
         try await onLoop { self.proposeConfigurationChange(change) }
-        logger.info("membership change committed: \(change)")
+        loop.execute { self.logger.info("membership change committed: \(self.describe(change))") }
         return
       } catch .unavailable(let why) where ContinuousClock.now < deadline {
         logger.debug("membership change waits: \(why)")
@@ -251,7 +244,7 @@ extension RaftDBNode {
         commitIndex: status.commitIndex, appliedIndex: self.machine.appliedIndex,
         lastLogIndex: status.lastIndex,
         snapshotIndex: status.snapshotIndex,
-        members: status.configuration.memberInfos.map { ($0.info, $0.member.isVoter) },
-        keys: self.machine.count))
+        members: status.configuration.memberInfos.map { ($0.info, $0.member.isVoter, $0.member.id) },
+        keys: self.machine.count, memberID: id, clusterID: clusterID))
   }
 }

@@ -61,8 +61,7 @@ extension RaftDBNode {
   func sendSnapshot(_ message: Message, metadata: SnapshotMetadata) {
     do {
       let source = try writer.withStorage { try $0.snapshots.open(metadata) }
-      logger.info(
-        "sending snapshot \(metadata.index) to \(raft.configuration.info(of: message.to)?.name ?? "?")")
+      logger.info("sending snapshot \(metadata.index) to \(name(of: message.to))")
       transport.sendSnapshot(message, source: source)
     } catch {
       logger.error("cannot open snapshot \(metadata.index) to send: \(error)")
@@ -180,7 +179,10 @@ extension RaftDBNode {
   func logMessageRefusal(_ message: Message, _ refusal: MessageRefusal, heldBack: Int) {
     logger.warning(
       "refused a peer message: \(refusal)\(Logger.heldBackSuffix(heldBack, interval: Self.refusalLogInterval))",
-      metadata: ["message": "\(message.description.prefix(200))", "reason": "\(refusal.label)"])
+      metadata: [
+        "from": "\(name(of: message.from))", "message": "\(message.description.prefix(200))",
+        "reason": "\(refusal.label)",
+      ])
   }
 
   /// Summaries of refusals held back by the rate limit, once their interval is over.
@@ -204,7 +206,7 @@ extension RaftDBNode {
       return
     }
     logger.error(
-      "cannot accept connections (\(reason)); handing leadership to \(raft.configuration.info(of: candidate.id)?.name ?? "\(candidate.id)")"
+      "cannot accept connections (\(reason)); handing leadership to \(name(of: candidate.id))"
     )
     try? group.transferLeadership(to: candidate.id)
   }

@@ -10,12 +10,18 @@ import RaftTransport
 public enum StartupError: Error, CustomStringConvertible {
   case wrongNode(directory: String, owner: String, requested: String)
   case badAddress(String)
+  /// Raft state without `identity` or `node-name`: no build leaves that, so the files were lost.
+  case missingIdentity(directory: String)
 
   public var description: String {
     switch self {
     case .wrongNode(let directory, let owner, let requested):
       "data directory \(directory) belongs to node \(owner), not \(requested); use -id \(owner) or another directory"
     case .badAddress(let address): "bad address \(address); expected host:port"
+    case .missingIdentity(let directory):
+      "data directory \(directory) holds Raft state but no identity file (nor the node-name of older builds), "
+        + "so this node cannot know which member it is; restore the file from a backup, or remove the member "
+        + "(POST /remove), move the directory aside and join the node again"
     }
   }
 }
@@ -45,7 +51,10 @@ extension RaftDBNode {
       faults.fail(.write, onCall: max(1, writes), errno: ENOSPC, pathContains: "/wal/", sticky: true)
     }
     for warning in recovered.warnings { logger.warning("recovery: \(warning)") }
-    try claimDirectory(options)
+    var stored = recovered.stored
+    let hasState = !stored.entries.isEmpty || stored.snapshot.index > 0 || stored.hardState.term > 0
+    let me = try await establishIdentity(
+      options: options, storage: storage, hasState: hasState, logger: logger)
 
     let metrics = NodeMetrics()
     var limits = KVLimits()
@@ -58,13 +67,11 @@ extension RaftDBNode {
       try machine.restore(appliedIndex: snapshot.index) { try source.read(maxBytes: 1 << 20) }
     }
 
-    var stored = recovered.stored
-    let hasState = !stored.entries.isEmpty || stored.snapshot.index > 0 || stored.hardState.term > 0
     var mustJoin = false
     if !hasState {
       if options.join == nil {
-        let me = Member(id: options.identity.nodeID, isVoter: true, context: options.identity.encoded())
-        stored = RaftNode.bootstrap(Configuration(members: [me]))
+        let member = Member(id: me.memberID, isVoter: true, context: options.identity.encoded())
+        stored = RaftNode.bootstrap(Configuration(members: [member]))
         try storage.write(PersistBatch(entries: stored.entries, hardState: stored.hardState))
         try storage.sync()
         logger.info("bootstrapped a new cluster with this node as its only member")
@@ -75,7 +82,7 @@ extension RaftDBNode {
       logger.info("this node already has cluster state; ignoring -join")
     }
 
-    var raftOptions = RaftOptions(id: options.identity.nodeID, randomSeed: UInt64.random(in: 1...UInt64.max))
+    var raftOptions = RaftOptions(id: me.memberID, randomSeed: UInt64.random(in: 1...UInt64.max))
     raftOptions.electionTimeoutTicks = options.electionTimeoutTicks
     raftOptions.heartbeatTicks = 1
     raftOptions.maxUncommittedBytes = options.maxUncommittedBytes
@@ -91,7 +98,7 @@ extension RaftDBNode {
     }
     let node = RaftDBNode(
       options: options, logger: logger, networkGroup: networkGroup, writer: writer, metrics: metrics,
-      machine: machine, onFatalError: onFatalError)
+      machine: machine, stored: me, onFatalError: onFatalError)
     node.makeGroup(core: raft, machine: machine)
     var transportOptions = TransportOptions()
     transportOptions.maxInboundConnections = options.maxPeerConnections
@@ -110,7 +117,9 @@ extension RaftDBNode {
     logger.info(
       "raftdb node started",
       metadata: [
-        "id": "\(options.name)", "haddr": "\(options.httpAddress)", "raddr": "\(options.raftAddress)",
+        "id": "\(options.name)", "member_id": "\(me.memberID.hex)",
+        "cluster_id": "\(clusterText(me.clusterID))",
+        "haddr": "\(options.httpAddress)", "raddr": "\(options.raftAddress)",
         "data": "\(options.dataDirectory)", "role": "\(mustJoin ? "joining" : role)",
         "term": "\(stored.hardState.term)", "last_index": "\(raft.lastIndex)",
       ])
@@ -120,51 +129,60 @@ extension RaftDBNode {
     return node
   }
 
-  /// Records which node owns the data directory, and refuses to start as a different one: two
-  /// names sharing one Raft log would corrupt the cluster's view of who voted for whom.
-  private static func claimDirectory(_ options: ServerOptions) throws {
-    let path = options.dataDirectory + "/node-name"
-    if let owner = try? String(contentsOfFile: path, encoding: .utf8) {
-      let trimmed = owner.trimmingCharacters(in: .whitespacesAndNewlines)
-      guard trimmed == options.name else {
-        throw StartupError.wrongNode(
-          directory: options.dataDirectory, owner: trimmed, requested: options.name)
-      }
-      return
-    }
-    try (options.name + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-  }
-
   /// Asks the cluster (through any member; redirects lead to the leader) to add this node, retrying
-  /// with back-off until admitted.
+  /// with back-off until admitted. The node's identity is already on disk, so every attempt (and
+  /// every attempt after a restart) asks for the same member id.
   func joinCluster(via seed: String) async {
     let client = RaftDBClient(endpoints: [seed])
-    var delay = Duration.milliseconds(200)
-    var attempt = 0
-    while true {
-      let running: Bool = (try? await loop.submit { !self.stopped }.get()) ?? false
-      guard running else { return }
-      attempt += 1
-      do {
-        // Before the configuration reaches it, a joining node hears only from the members the
-        // seed names (a stranger cannot feed it a log or a term meanwhile).
-        let status = try await client.status()
-        let members = status.members.map { MemberInfo.nodeID(forName: $0.id) }
-        try await loop.submit {
-          self.raft.trustWhileJoining(members)
-          self.publishAdmission()
-        }.get()
-        try await client.join(
-          id: options.name, raftAddress: options.raftAddress, httpAddress: options.httpAddress,
-          voter: !options.joinAsLearner)
-        logger.info("joined the cluster via \(seed)", metadata: ["attempts": "\(attempt)"])
-        await client.close()
-        return
-      } catch {
-        logger.warning("join via \(seed) failed (attempt \(attempt)): \(error); retrying in \(delay)")
-        try? await Task.sleep(for: delay)
-        delay = min(delay * 2, .seconds(5))
+    let outcome = await Self.retrying(
+      "join via \(seed)", logger: logger,
+      running: { (try? await self.loop.submit { !self.stopped }.get()) ?? false }
+    ) { attempt -> Result<Int, JoinRefused> in
+      // Before the configuration reaches it, a joining node hears only from the members the
+      // seed names (a stranger cannot feed it a log or a term meanwhile).
+      let view = SeedView(try await client.status())
+      if let seedCluster = view.clusterID, seedCluster != 0, clusterID != 0, seedCluster != clusterID {
+        return .failure(
+          JoinRefused(seed: seed, seedCluster: seedCluster, ours: clusterID, directory: options.dataDirectory)
+        )
       }
+      try await loop.submit {
+        for (name, id) in view.members { self.knownNames[id] = name }
+        self.publishNames()
+        self.raft.trustWhileJoining(view.members.map(\.id))
+        self.publishAdmission()
+      }.get()
+      // A legacy id goes unnamed: it is what a leader gives a join without one, and a leader of a
+      // build before member ids refuses the field.
+      try await client.join(
+        id: options.name, raftAddress: options.raftAddress, httpAddress: options.httpAddress,
+        voter: !options.joinAsLearner,
+        memberID: id == MemberInfo.legacyNodeID(forName: options.name) ? nil : id.hex)
+      return .success(attempt)
     }
+    await client.close()
+    switch outcome {
+    case .success(let attempts)?:
+      logger.info("joined the cluster via \(seed)", metadata: ["attempts": "\(attempts)"])
+    case .failure(let refused)?:
+      loop.execute { self.fail("\(refused)") }
+    case nil:
+      break
+    }
+  }
+}
+
+/// Why a join cannot go on: the seed is in another cluster than the one the data directory records
+/// (an earlier start asked that cluster to add this node).
+struct JoinRefused: Error, CustomStringConvertible {
+  var seed: String
+  var seedCluster: UInt64
+  var ours: UInt64
+  var directory: String
+
+  var description: String {
+    "the seed \(seed) belongs to cluster \(HexID.format(seedCluster)), but this node's data directory "
+      + "\(directory) records cluster \(HexID.format(ours)), which an earlier start asked to add it; use "
+      + "-join with a member of that cluster, or an empty data directory to join another one"
   }
 }

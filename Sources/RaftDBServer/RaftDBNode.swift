@@ -19,7 +19,13 @@ public final class RaftDBNode: @unchecked Sendable {
   // once during start-up before any other thread can see the node.
   public let options: ServerOptions
   public let identity: MemberInfo
+  /// This node's member id, from its data directory's identity (RaftDBNode+Identity.swift).
   public let id: NodeID
+  /// This node's cluster, 0 when unknown (a data directory from before cluster ids).
+  public let clusterID: UInt64
+  /// Names of the members seen in a configuration or listed by a joining node's seed, for log
+  /// lines (a removed member is still named in the line that says so); see `name(of:)`.
+  var knownNames: [NodeID: String] = [:]
   let logger: Logger
   let loopGroup: MultiThreadedEventLoopGroup
   let loop: any EventLoop
@@ -60,12 +66,14 @@ public final class RaftDBNode: @unchecked Sendable {
 
   init(
     options: ServerOptions, logger: Logger, networkGroup: any EventLoopGroup, writer: StorageWriter,
-    metrics: NodeMetrics, machine: KVStateMachine, onFatalError: @escaping @Sendable (String) -> Void
+    metrics: NodeMetrics, machine: KVStateMachine, stored: NodeIdentity,
+    onFatalError: @escaping @Sendable (String) -> Void
   ) {
     self.onFatalError = onFatalError
     self.options = options
     identity = options.identity
-    id = options.identity.nodeID
+    id = stored.memberID
+    clusterID = stored.clusterID
     self.logger = logger
     loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     loop = loopGroup.next()
@@ -114,6 +122,7 @@ public final class RaftDBNode: @unchecked Sendable {
     admission.members = admissionMembers
     admission.trusted = raft.trustedPeersOutsideConfiguration
     admission.admitsStrangers = false
+    admission.clusterID = clusterID
     admission.term = raft.currentTerm
     admission.leader = raft.knownLeader
     return admission
@@ -148,8 +157,8 @@ public final class RaftDBNode: @unchecked Sendable {
     metrics.isLeader.record(soft.role == .leader ? 1 : 0)
     if previous?.leader != soft.leader {
       metrics.leaderChanges.increment()
-      // A joining node does not know its leader's name until the configuration reaches it.
-      let leaderName = soft.leader.map { raft.configuration.info(of: $0)?.name ?? "\($0)" } ?? "none"
+      // A joining node knows its leader's name from its seed at best (`name(of:)`).
+      let leaderName = soft.leader.map(name(of:)) ?? "none"
       logger.info(
         "leader is now \(leaderName)", metadata: ["term": "\(soft.term)", "role": "\(roleName(soft.role))"])
     }
@@ -167,6 +176,7 @@ public final class RaftDBNode: @unchecked Sendable {
       peers[member.id] = info.raftAddress
     }
     transport.setPeers(peers)
+    publishNames()
     logger.info(
       "configuration changed",
       metadata: [

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import RaftTransport
 
 /// A directed link between two nodes, by their Raft node ids.
 public struct Link: Hashable, Sendable, CustomStringConvertible {
@@ -84,9 +85,8 @@ public final class FaultProxy: Sendable {
   }
 }
 
-/// Reads the first frame of a peer connection (the hello: `[u32 length][u8 type=1][u32 magic][u8 version]
-/// [u8 kind][u64 from][u64 to]...`), decides whether the link is open, then connects upstream and glues
-/// the two connections together.
+/// Reads the first frame of a peer connection (the hello, decoded as the receiving node decodes it),
+/// decides whether the link is open, then connects upstream and glues the two connections together.
 private final class HelloSniffer: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   private let proxy: FaultProxy
@@ -107,17 +107,17 @@ private final class HelloSniffer: ChannelInboundHandler, RemovableChannelHandler
     } else {
       buffered!.writeBuffer(&incoming)
     }
-    guard let bytes = buffered, bytes.readableBytes >= 4 + 1 + 4 + 1 + 1 + 16,
-      let length = bytes.getInteger(at: bytes.readerIndex, as: UInt32.self), length < 4096,
-      bytes.readableBytes >= 4 + Int(length),
-      let from = bytes.getInteger(at: bytes.readerIndex + 11, as: UInt64.self),
-      let to = bytes.getInteger(at: bytes.readerIndex + 19, as: UInt64.self)
-    else {
-      if (buffered?.readableBytes ?? 0) > 8192 { context.close(promise: nil) }
+    guard let bytes = buffered else { return }
+    let hello: WireFormat.Hello
+    switch WireFormat.leadingHello(bytes) {
+    case .incomplete: return
+    case .invalid:
+      context.close(promise: nil)
       return
+    case .hello(let decoded): hello = decoded
     }
     context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-    let link = Link(from: from, to: to)
+    let link = Link(from: hello.from.rawValue, to: hello.to.rawValue)
     guard !proxy.isBlocked(link) else {
       context.close(promise: nil)
       return

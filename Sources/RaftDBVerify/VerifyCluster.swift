@@ -10,6 +10,8 @@ public final class VerifyCluster: @unchecked Sendable {
   // Unchecked: one verification task drives the cluster; `nodes` is guarded by `lock`.
   public struct Node: Sendable {
     public var name: String
+    /// The member id the node chose for itself (0 until the cluster has formed: `start` reads it
+    /// from `/status`).
     public var id: UInt64
     public var httpPort: Int
     public var advertisedRaftPort: Int
@@ -43,7 +45,7 @@ public final class VerifyCluster: @unchecked Sendable {
       let base = firstPort + 3 * (k - 1)
       specs.append(
         Node(
-          name: name, id: MemberInfo.nodeID(forName: name).rawValue, httpPort: base,
+          name: name, id: 0, httpPort: base,
           advertisedRaftPort: base + 1,
           listenRaftPort: base + 2, directory: directory.appendingPathComponent(name)))
     }
@@ -71,6 +73,13 @@ public final class VerifyCluster: @unchecked Sendable {
       return status.members.filter { $0.voter == true }.count == self.specs.count
     }
     guard formed else { throw VerifyError("the cluster did not form within 60 seconds") }
+    guard let status = await status(of: specs[0].name) else { throw VerifyError("\(specs[0].name) stopped") }
+    for member in status.members {
+      guard let k = specs.firstIndex(where: { $0.name == member.id }),
+        let id = member.memberID.flatMap({ UInt64($0, radix: 16) })
+      else { throw VerifyError("/status names no member id for \(member.id)") }
+      specs[k].id = id
+    }
   }
 
   private func launch(_ name: String, join: String?) throws {
@@ -179,7 +188,8 @@ public final class VerifyCluster: @unchecked Sendable {
     let spec = node(name)
     let client = RaftDBClient(endpoints: specs.filter { isRunning($0.name) }.map(\.http), group: group)
     defer { Task { await client.close() } }
-    try await client.join(id: name, raftAddress: spec.raft, httpAddress: spec.http)
+    try await client.join(
+      id: name, raftAddress: spec.raft, httpAddress: spec.http, memberID: String(spec.id, radix: 16))
   }
 
   public func log(of name: String) -> String {

@@ -3,6 +3,8 @@
 ///     DATA/FORMAT                                   format marker ("raftdb-data-format 1")
 ///     DATA/LOCK                                     flock()ed while a process has the directory open
 ///     DATA/hardstate                                two checksummed hard state slots
+///     DATA/identity                                 name, member id and cluster id, checksummed
+///     DATA/node-name                                the name alone (written by builds before identity)
 ///     DATA/wal/<first index, 20 digits>.wal          WAL segments
 ///     DATA/snapshots/<index>-<term>.snap            snapshots (20 digits each)
 ///
@@ -17,6 +19,9 @@
   var formatTemporary: String { root + "/FORMAT.tmp" }
   var lock: String { root + "/LOCK" }
   var hardState: String { root + "/hardstate" }
+  var identity: String { root + "/identity" }
+  var identityTemporary: String { root + "/identity.tmp" }
+  var legacyNodeName: String { root + "/node-name" }
   var wal: String { root + "/wal" }
   var snapshots: String { root + "/snapshots" }
 

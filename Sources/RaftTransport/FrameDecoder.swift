@@ -99,6 +99,14 @@ struct FrameDecoder: ByteToMessageDecoder {
       return .snapshotEnd
     case .snapshotAck:
       return .snapshotAck
+    case .helloAnswer:
+      let verdictByte: UInt8 = try payload.readChecked(UInt8.self, "hello verdict")
+      guard let verdict = WireFormat.HelloVerdict(rawValue: verdictByte) else {
+        throw .malformed("hello verdict \(verdictByte)")
+      }
+      let cluster: UInt64 = try payload.readChecked(UInt64.self, "cluster id")
+      guard payload.readableBytes == 0 else { throw .malformed("trailing bytes after hello answer") }
+      return .helloAnswer(verdict, clusterID: cluster)
     }
   }
 }

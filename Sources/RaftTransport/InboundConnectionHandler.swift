@@ -29,6 +29,8 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   /// Who may connect, as the node last published it.
   private let admission: @Sendable () -> PeerAdmission
   private let learnAddress: @Sendable (NodeID, String) -> Void
+  /// Names a peer for refusal details (its member name when the node knows it).
+  private let describe: @Sendable (NodeID) -> String
   /// Inbound snapshot streams in progress, across connections (at most one).
   private let snapshotSlot: SnapshotSlot
   private var holdsSnapshotSlot = false
@@ -43,8 +45,10 @@ final class InboundConnectionHandler: ChannelInboundHandler {
     progress: InboundConnectionProgress = InboundConnectionProgress(),
     admission: @escaping @Sendable () -> PeerAdmission = { PeerAdmission() },
     snapshotSlot: SnapshotSlot = SnapshotSlot(), onHello: @escaping () -> Void = {},
-    learnAddress: @escaping @Sendable (NodeID, String) -> Void = { _, _ in }
+    learnAddress: @escaping @Sendable (NodeID, String) -> Void = { _, _ in },
+    describe: @escaping @Sendable (NodeID) -> String = { "member \($0.hex)" }
   ) {
+    self.describe = describe
     self.snapshotSlot = snapshotSlot
     self.onHello = onHello
     self.localID = localID
@@ -67,32 +71,45 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   private func handle(_ frame: Frame, context: ChannelHandlerContext) throws {
     switch (state, frame) {
     case (.awaitingHello, .hello(let hello)):
-      guard hello.to == localID else {
-        throw WireError.malformed("connection for \(hello.to) reached \(localID) (stale address?)")
-      }
-      guard hello.from != localID else {
-        throw PeerRefusal(reason: .unknownPeer, detail: "hello claims this node's own id")
-      }
       let admission = admission()
+      // First, before the ids: in another cluster the ids mean other members (or none), and the
+      // operator needs to hear that a stale address leads to another cluster.
       if admission.clusterID != 0, hello.clusterID != 0, hello.clusterID != admission.clusterID {
         throw PeerRefusal(
           reason: .wrongCluster,
           detail:
-            "peer \(hello.from) belongs to cluster \(hello.clusterID), this node to \(admission.clusterID)")
+            "\(describe(hello.from)) (advertising \(hello.advertisedAddress)) belongs to cluster \(HexID.format(hello.clusterID)), this node to cluster \(HexID.format(admission.clusterID))",
+          answer: .wrongCluster)
+      }
+      guard hello.to == localID else {
+        throw WireError.malformed(
+          "connection for \(describe(hello.to)) reached \(describe(localID)) (stale address?)")
+      }
+      guard hello.from != localID else {
+        throw PeerRefusal(reason: .unknownPeer, detail: "hello claims this node's own id")
       }
       guard admission.admits(hello.from) else {
         throw PeerRefusal(
-          reason: .unknownPeer, detail: "\(hello.from) is not a member of this node's configuration")
+          reason: .unknownPeer, detail: "\(describe(hello.from)) is not a member of this node's configuration"
+        )
       }
       if !hello.advertisedAddress.isEmpty, !admission.members.contains(hello.from) {
         learnAddress(hello.from, hello.advertisedAddress)
       }
       progress.helloAccepted = true
       onHello()
-      state = hello.kind == .messages ? .messages(from: hello.from) : .snapshotHeader(from: hello.from)
+      if hello.kind == .messages {
+        // Only message streams hear an acceptance: a sender of a build before the answer reads
+        // frames on a snapshot stream and would take it for a protocol error.
+        answer(context: context, .accepted, clusterID: admission.clusterID)
+        state = .messages(from: hello.from)
+      } else {
+        state = .snapshotHeader(from: hello.from)
+      }
     case (.messages(let from), .message(let message)):
       guard message.from == from, message.to == localID else {
-        throw WireError.malformed("message \(message.from)->\(message.to) on a stream from \(from)")
+        throw WireError.malformed(
+          "message \(describe(message.from))->\(describe(message.to)) on a stream from \(describe(from))")
       }
       // A snapshot's message travels only on a snapshot stream, with the data it describes; here it
       // would make the core accept a snapshot this node does not hold.
@@ -108,14 +125,14 @@ final class InboundConnectionHandler: ChannelInboundHandler {
       guard admission().admitsSnapshot(from: from, term: message.term) else {
         throw PeerRefusal(
           reason: .snapshotNotFromLeader,
-          detail: "snapshot \(metadata.index) offered by \(from), not the leader")
+          detail: "snapshot \(metadata.index) offered by \(describe(from)), not the leader")
       }
       // One snapshot at a time: the free-space check below is then exact, and a node cannot be
       // made to hold several streams' worth of files.
       guard snapshotSlot.acquire() else {
         throw PeerRefusal(
           reason: .snapshotInProgress,
-          detail: "snapshot \(metadata.index) offered by \(from) while another arrives")
+          detail: "snapshot \(metadata.index) offered by \(describe(from)) while another arrives")
       }
       holdsSnapshotSlot = true
       state = .snapshotAnnounced(from: from, message: message, metadata: metadata)
@@ -172,7 +189,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
 
   func channelInactive(context: ChannelHandlerContext) {
     if case .snapshotData(let from, _, let sink, _, _) = state {
-      logger.warning("snapshot stream from \(from) broke off; discarding it")
+      logger.warning("snapshot stream from \(describe(from)) broke off; discarding it")
       sink.abort()
     }
     state = .done
@@ -190,6 +207,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
   /// stranger's flood must not become a flood of log lines).
   private func refuse(context: ChannelHandlerContext, _ error: any Error) {
     if case .snapshotData(_, _, let sink, _, _) = state { sink.abort() }
+    let beforeHello = if case .awaitingHello = state { true } else { false }
     state = .done
     releaseSnapshotSlot()
     // A connection already closed (by a deadline, or by the peer) has nothing more worth reporting.
@@ -197,16 +215,30 @@ final class InboundConnectionHandler: ChannelInboundHandler {
     didRefuse = true
     let remote = context.remoteAddress.map { "\($0)" } ?? "?"
     let refusal: TransportRefusal
+    var verdict: WireFormat.HelloVerdict?
     switch error {
     case let peer as PeerRefusal:
       refusal = TransportRefusal(reason: peer.reason, remote: remote, detail: peer.detail)
+      verdict = peer.answer
     case WireError.bufferBudgetExhausted:
       refusal = TransportRefusal(reason: .bufferBudget, remote: remote, detail: "\(error)")
+    case WireError.unknownGroup:
+      refusal = TransportRefusal(reason: .wrongGroup, remote: remote, detail: "\(error)")
+      verdict = .wrongGroup
     default:
       refusal = TransportRefusal(reason: .malformed, remote: remote, detail: "\(error)")
     }
     delegate.transportRefused(refusal)
+    // Tell a sender of another cluster or group why, so that it stops sending here (it ignores
+    // anything else; messages it wrote after its hello are discarded unread with the connection).
+    if beforeHello, let verdict { answer(context: context, verdict, clusterID: admission().clusterID) }
     context.close(promise: nil)
+  }
+
+  private func answer(context: ChannelHandlerContext, _ verdict: WireFormat.HelloVerdict, clusterID: UInt64) {
+    var buffer = context.channel.allocator.buffer(capacity: 16)
+    buffer.writeHelloAnswer(verdict, clusterID: clusterID)
+    context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
   }
 
   private var didRefuse = false
@@ -216,5 +248,7 @@ final class InboundConnectionHandler: ChannelInboundHandler {
 struct PeerRefusal: Error, CustomStringConvertible {
   var reason: TransportRefusal.Reason
   var detail: String
+  /// What the sender is told before the connection closes (nothing, for most refusals).
+  var answer: WireFormat.HelloVerdict? = nil
   var description: String { detail }
 }

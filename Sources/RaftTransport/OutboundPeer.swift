@@ -25,6 +25,11 @@ final class OutboundPeer: @unchecked Sendable {
   private var backoff: TimeAmount
   private var retry: Scheduled<Void>?
   private var closed = false
+  /// Set when the peer refused our hello for naming another cluster or a group it does not run
+  /// (`helloAnswer`): until a later hello of ours is accepted nothing is sent to it, and it is
+  /// probed (a hello alone) only every `reconnectDelayMax`. A stale address that now leads into
+  /// another cluster gets no messages there, and no stream of reconnections.
+  private var refusedBy: (verdict: WireFormat.HelloVerdict, clusterID: UInt64)?
   /// Read from any thread (metrics), so atomic.
   private let dropped = Atomic<Int>(0)
   var droppedMessages: Int { dropped.load(ordering: .relaxed) }
@@ -69,6 +74,11 @@ final class OutboundPeer: @unchecked Sendable {
 
   private func enqueue(_ messages: [Message]) {
     guard !closed else { return }
+    if refusedBy != nil {
+      dropped.add(messages.count, ordering: .relaxed)
+      connectIfIdle()
+      return
+    }
     if let channel, channel.isWritable, queue.isEmpty {
       write(messages, to: channel)
       return
@@ -95,7 +105,7 @@ final class OutboundPeer: @unchecked Sendable {
 
   /// Sends queued messages while the connection can take them.
   func flushQueue() {
-    guard let channel, channel.isWritable, !queue.isEmpty else { return }
+    guard let channel, channel.isWritable, !queue.isEmpty, refusedBy == nil else { return }
     var buffer = channel.allocator.buffer(capacity: min(queuedBytes, 1 << 20))
     while let message = queue.popFirst() {
       queuedBytes -= message.approximateWireBytes
@@ -111,13 +121,13 @@ final class OutboundPeer: @unchecked Sendable {
   private func connectIfIdle() {
     guard !closed, channel == nil, !connecting, retry == nil else { return }
     guard let (host, port) = parseHostPort(address) else {
-      logger.error("cannot connect to \(peer): bad address \(address)")
+      logger.error("cannot connect to \(name): bad address \(address)")
       return
     }
     connecting = true
     let hello = WireFormat.Hello(
       version: WireFormat.protocolVersion, kind: .messages, from: localID, to: peer,
-      advertisedAddress: transport?.advertisedAddress ?? "")
+      advertisedAddress: transport?.advertisedAddress ?? "", clusterID: transport?.clusterID ?? 0)
     ClientBootstrap(group: eventLoop)
       .connectTimeout(options.connectTimeout)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -125,7 +135,10 @@ final class OutboundPeer: @unchecked Sendable {
       .channelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 8 << 20))
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(OutboundConnectionHandler(owner: self))
+          let sync = channel.pipeline.syncOperations
+          // A peer writes nothing here but its answer to the hello: two small frames at most.
+          try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: 64, helloDecoded: true)))
+          try sync.addHandler(OutboundConnectionHandler(owner: self))
         }
       }
       .connect(host: host, port: port)
@@ -138,18 +151,67 @@ final class OutboundPeer: @unchecked Sendable {
             return
           }
           self.channel = channel
-          self.backoff = self.options.reconnectDelayMin
+          // A refused peer is probed slowly until it accepts a hello (see `refusedBy`).
+          if self.refusedBy == nil { self.backoff = self.options.reconnectDelayMin }
           var buffer = channel.allocator.buffer(capacity: 32)
           buffer.writeHello(hello)
           channel.write(buffer, promise: nil)
-          self.logger.debug("connected to \(self.peer) at \(self.address)")
+          self.logger.debug("connected to \(self.name) at \(self.address)")
           self.flushQueue()
           channel.flush()
+          if self.refusedBy != nil { self.expectAnswer(on: channel) }
         case .failure(let error):
-          self.logger.debug("connect to \(self.peer) at \(self.address) failed: \(error)")
+          self.logger.debug("connect to \(self.name) at \(self.address) failed: \(error)")
           self.connectionLost()
         }
       }
+  }
+
+  /// A probe that is neither refused nor answered within `reconnectDelayMax` was accepted by a
+  /// peer of a build before hello answers (it never answers): sending resumes.
+  private func expectAnswer(on channel: any Channel) {
+    eventLoop.scheduleTask(in: options.reconnectDelayMax) {
+      guard channel === self.channel, channel.isActive, self.refusedBy != nil else { return }
+      self.answered(.accepted, clusterID: 0, on: channel)
+    }
+  }
+
+  private var name: String { transport?.describe(peer) ?? "member \(peer.hex)" }
+
+  /// The peer's answer to our hello, on `channel`.
+  func answered(_ verdict: WireFormat.HelloVerdict, clusterID: UInt64, on channel: any Channel) {
+    guard channel === self.channel else { return }
+    switch verdict {
+    case .accepted:
+      guard let refusal = refusedBy else { return }
+      refusedBy = nil
+      backoff = options.reconnectDelayMin
+      logger.notice(
+        "\(name) at \(address) accepts this node again (it refused it: \(Self.describe(refusal)))")
+      flushQueue()
+    case .wrongCluster, .wrongGroup:
+      let first = refusedBy == nil
+      refusedBy = (verdict, clusterID)
+      backoff = options.reconnectDelayMax
+      queue.removeAll()
+      queuedBytes = 0
+      if first {
+        let ours = transport?.clusterID ?? 0
+        logger.warning(
+          "\(name) at \(address) refused this node: \(Self.describe((verdict, clusterID))), this node's is \(ours == 0 ? "unknown" : HexID.format(ours)); sending it nothing until it accepts this node (probing every \(options.reconnectDelayMax))",
+          metadata: ["peer": "\(name)", "address": "\(address)"])
+      }
+      channel.close(promise: nil)
+    }
+  }
+
+  private static func describe(_ refusal: (verdict: WireFormat.HelloVerdict, clusterID: UInt64)) -> String {
+    let cluster = refusal.clusterID == 0 ? "an unknown cluster" : "cluster \(HexID.format(refusal.clusterID))"
+    return switch refusal.verdict {
+    case .accepted: "accepted"
+    case .wrongCluster: "it belongs to \(cluster)"
+    case .wrongGroup: "it does not run this Raft group (it is in \(cluster))"
+    }
   }
 
   /// Called when connecting failed or an established connection closed.
@@ -169,9 +231,10 @@ final class OutboundPeer: @unchecked Sendable {
   }
 }
 
-/// Watches the outbound connection: resumes sending when the socket drains, and notices closes.
+/// Watches the outbound connection: resumes sending when the socket drains, notices closes, and
+/// hands the peer's answer to the hello to its owner.
 private final class OutboundConnectionHandler: ChannelInboundHandler {
-  typealias InboundIn = ByteBuffer
+  typealias InboundIn = Frame
   private let owner: OutboundPeer
 
   init(owner: OutboundPeer) { self.owner = owner }
@@ -187,7 +250,11 @@ private final class OutboundConnectionHandler: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    // Peers never write on this connection; anything arriving is discarded.
+    guard case .helloAnswer(let verdict, let clusterID) = unwrapInboundIn(data) else {
+      context.close(promise: nil)  // Nothing else is ever written on this connection.
+      return
+    }
+    owner.answered(verdict, clusterID: clusterID, on: context.channel)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {

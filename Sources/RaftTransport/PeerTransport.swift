@@ -21,6 +21,8 @@ public final class PeerTransport: Sendable {
   private let learnedAddresses = NIOLockedValueBox<[NodeID: String]>([:])
   private let listener = NIOLockedValueBox<(any Channel)?>(nil)
   private let admission = NIOLockedValueBox(PeerAdmission())
+  /// Members' names, for log lines and refusal details (the node sets them with the configuration).
+  private let names = NIOLockedValueBox<[NodeID: String]>([:])
   private let inboundConnections: InboundConnections
   private let snapshotSlot = SnapshotSlot()
   let bufferBudget: PeerBufferBudget
@@ -53,6 +55,21 @@ public final class PeerTransport: Sendable {
     }
   }
 
+  /// This node's cluster as last published (0: unknown), which every outbound hello carries.
+  var clusterID: UInt64 { admission.withLockedValue { $0.clusterID } }
+
+  /// How log lines and refusal details name a peer: its name if the node told us one, else its id.
+  func describe(_ peer: NodeID) -> String { Self.describe(peer, names: names) }
+
+  static func describe(_ peer: NodeID, names: NIOLockedValueBox<[NodeID: String]>) -> String {
+    names.withLockedValue { $0[peer] } ?? "member \(peer.hex)"
+  }
+
+  /// Replaces the names (the configuration's, and while joining the seed's).
+  public func setNames(_ new: [NodeID: String]) {
+    names.withLockedValue { $0 = new }
+  }
+
   /// Addresses learned from strangers' hellos (for tests and metrics).
   var learnedAddressCount: Int { learnedAddresses.withLockedValue { $0.count } }
 
@@ -80,6 +97,8 @@ public final class PeerTransport: Sendable {
     }
     let admission = self.admission
     let readAdmission: @Sendable () -> PeerAdmission = { admission.withLockedValue { $0 } }
+    let names = self.names
+    let describe: @Sendable (NodeID) -> String = { Self.describe($0, names: names) }
     let inbound = inboundConnections
     let slot = snapshotSlot
     let budget = bufferBudget
@@ -133,7 +152,7 @@ public final class PeerTransport: Sendable {
             InboundConnectionHandler(
               localID: localID, delegate: delegate, logger: logger, options: options, progress: progress,
               admission: readAdmission, snapshotSlot: slot, onHello: { hello.set() },
-              learnAddress: learnAddress))
+              learnAddress: learnAddress, describe: describe))
         }
       }
       .bind(host: host, port: port)
@@ -227,7 +246,8 @@ public final class PeerTransport: Sendable {
           .run()
         succeeded = true
       } catch {
-        logger.warning("sending snapshot \(box.source.metadata.index) to \(peer) failed: \(error)")
+        logger.warning(
+          "sending snapshot \(box.source.metadata.index) to \(self.describe(peer)) failed: \(error)")
         succeeded = false
       }
       box.source.close()

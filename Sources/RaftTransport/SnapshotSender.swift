@@ -35,7 +35,7 @@ struct SnapshotSender {
       header.writeHello(
         WireFormat.Hello(
           version: WireFormat.protocolVersion, kind: .snapshot, from: message.from, to: message.to,
-          advertisedAddress: transport.advertisedAddress))
+          advertisedAddress: transport.advertisedAddress, clusterID: transport.clusterID))
       header.writeMessageFrame(message)
       header.writeFrame(.snapshotBegin) { buffer in
         buffer.writeSnapshotMetadata(source.metadata)
@@ -97,9 +97,15 @@ private final class SnapshotAckHandler: ChannelInboundHandler {
   init(acknowledged: OneShot) { self.acknowledged = acknowledged }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    if case .snapshotAck = unwrapInboundIn(data) {
+    switch unwrapInboundIn(data) {
+    case .snapshotAck:
       acknowledged.succeed()
-    } else {
+    case .helloAnswer(let verdict, let cluster) where verdict != .accepted:
+      acknowledged.fail(
+        WireError.malformed(
+          "the receiver refused the snapshot stream: \(verdict == .wrongCluster ? "it belongs to another cluster" : "it does not run this group") (cluster \(HexID.format(cluster)))"
+        ))
+    default:
       acknowledged.fail(WireError.malformed("unexpected frame on a snapshot stream"))
     }
   }

@@ -52,7 +52,9 @@ public struct PeerAdmission: Sendable, Equatable {
   public var trusted: Set<NodeID> = []
   /// Take hellos from anyone. Only for tests of the transport alone: a node never sets it.
   public var admitsStrangers = true
-  /// This node's cluster, or 0 while it knows none.
+  /// This node's cluster, or 0 while it knows none (a data directory from before cluster ids). A
+  /// hello naming another cluster is refused (`wrongCluster`) when both sides know theirs; outbound
+  /// hellos carry it.
   public var clusterID: UInt64 = 0
   public var term: UInt64 = 0
   public var leader: NodeID?
@@ -81,6 +83,7 @@ public struct TransportRefusal: Sendable {
     case malformed = "malformed"
     case unknownPeer = "unknown_peer"
     case wrongCluster = "wrong_cluster"
+    case wrongGroup = "wrong_group"
     case snapshotNotFromLeader = "snapshot_not_from_leader"
     case snapshotTooLarge = "snapshot_too_large"
     case snapshotInProgress = "snapshot_in_progress"

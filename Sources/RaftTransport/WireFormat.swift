@@ -7,6 +7,12 @@ import Raft
 /// stream carries `message` frames (each addressed to a group) and a snapshot stream carries
 /// `snapshotBegin`, `snapshotChunk`s and `snapshotEnd`, answered by one `snapshotAck`. Anything else
 /// closes the connection. Version 2 added the cluster and group ids (version 1 had neither).
+///
+/// The receiver answers a hello with a `helloAnswer` frame: on a message stream when it accepts it,
+/// and on any stream when it refuses it for naming another cluster or a group it does not run
+/// (then it closes). The sender does not wait for the answer before its first messages; it uses a
+/// refusal to stop sending there until a later hello is accepted. Builds before the answer ignore
+/// what arrives on a connection they opened, so the answer needs no new protocol version.
 public enum WireFormat {
   public static let protocolVersion: UInt8 = 2
   /// The one Raft group a process runs today. Every message names its group, so that many groups
@@ -27,6 +33,14 @@ public enum WireFormat {
     case snapshotChunk = 4
     case snapshotEnd = 5
     case snapshotAck = 6
+    case helloAnswer = 7
+  }
+
+  /// What a receiver says to a hello (the `helloAnswer` frame: this byte, then its cluster id).
+  public enum HelloVerdict: UInt8, Sendable {
+    case accepted = 0
+    case wrongCluster = 1
+    case wrongGroup = 2
   }
 
   public enum StreamKind: UInt8, Sendable {
@@ -50,6 +64,29 @@ public enum WireFormat {
   }
 
   static let maxAdvertisedAddressBytes = 256
+
+  /// What the start of a connection's bytes holds, for tools that sit between peers and read the
+  /// hello without taking part (the verifier's fault proxy).
+  public enum LeadingHello: Sendable {
+    case incomplete
+    case hello(Hello)
+    case invalid(WireError)
+  }
+
+  /// Decodes the hello at the start of `bytes` (which it does not consume), as a receiver would.
+  public static func leadingHello(_ bytes: ByteBuffer) -> LeadingHello {
+    var decoder = FrameDecoder(maxFrameBytes: maxHelloFrameBytes)
+    var copy = bytes
+    do {
+      switch try decoder.decodeFrame(from: &copy) {
+      case nil: return .incomplete
+      case .hello(let hello)?: return .hello(hello)
+      case _?: return .invalid(.malformed("the first frame is not a hello"))
+      }
+    } catch {
+      return .invalid(error)
+    }
+  }
 }
 
 /// A decoded frame.
@@ -60,6 +97,8 @@ public enum Frame: Sendable {
   case snapshotChunk(ByteBuffer)
   case snapshotEnd
   case snapshotAck
+  /// The receiver's verdict on the hello, and the receiver's cluster (0 if it knows none).
+  case helloAnswer(WireFormat.HelloVerdict, clusterID: UInt64)
 }
 
 /// Why bytes from a peer were refused. The connection is closed; the node is unharmed.
@@ -114,6 +153,13 @@ extension ByteBuffer {
       let address = Array(hello.advertisedAddress.utf8.prefix(WireFormat.maxAdvertisedAddressBytes))
       buffer.writeInteger(UInt16(address.count))
       buffer.writeBytes(address)
+    }
+  }
+
+  mutating func writeHelloAnswer(_ verdict: WireFormat.HelloVerdict, clusterID: UInt64) {
+    writeFrame(.helloAnswer) { buffer in
+      buffer.writeInteger(verdict.rawValue)
+      buffer.writeInteger(clusterID)
     }
   }
 

@@ -165,10 +165,15 @@ struct Join: AsyncParsableCommand {
   @Argument(help: "Member name.") var id: String
   @Argument(help: "Its raft address, host:port.") var raftAddress: String
   @Argument(help: "Its HTTP address, host:port.") var httpAddress: String
+  @Option(
+    name: .customLong("member-id"),
+    help: "Its member id, 16 hex digits (as its /status shows it); default: the legacy id of its name.")
+  var memberID: String?
 
   func run() async throws {
     let client = try endpoints.client()
-    try await client.join(id: id, raftAddress: raftAddress, httpAddress: httpAddress, voter: !learner)
+    try await client.join(
+      id: id, raftAddress: raftAddress, httpAddress: httpAddress, voter: !learner, memberID: memberID)
     await client.close()
     printJSON(["joined": JSONValue(id)])
   }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Raft
 import RaftDBClient
 import RaftDBVerify
 
@@ -172,6 +173,26 @@ final class ClusterHarness: @unchecked Sendable {
   func status(_ name: String) async -> [String: Any]? {
     guard let response = try? await request(name, .GET, "/status"), response.status == .ok else { return nil }
     return (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
+  }
+
+  /// Every member's id as `node` (default: the first) lists them in `/status`, by name, as a
+  /// function (tests build frames with these ids).
+  func memberIDs(from node: String? = nil) async throws -> (String) -> NodeID {
+    let source = node ?? nodes[0].name
+    guard let members = await status(source)?["members"] as? [[String: Any]] else {
+      throw HarnessError("\(source) did not answer /status")
+    }
+    var ids: [String: NodeID] = [:]
+    for member in members {
+      guard let name = member["id"] as? String, let hex = member["member_id"] as? String,
+        let id = NodeID(hex: hex)
+      else { throw HarnessError("\(source) lists a member without a member id: \(member)") }
+      ids[name] = id
+    }
+    return { name in
+      guard let id = ids[name] else { preconditionFailure("\(name) is not a member: \(ids)") }
+      return id
+    }
   }
 
   /// Waits until one of `among` reports itself leader and the others agree; returns its name.

@@ -10,8 +10,6 @@ import Testing
 /// real sockets: each must be refused, counted and logged, and leave the cluster serving with its
 /// data intact.
 @Suite(.serialized) struct PeerHardeningTests {
-  static func id(_ name: String) -> NodeID { MemberInfo.nodeID(forName: name) }
-
   /// The bytes of a hello followed by messages, as a peer would send them.
   static func stream(
     from: NodeID, to: NodeID, kind: WireFormat.StreamKind = .messages, _ messages: [Message] = [],
@@ -56,11 +54,12 @@ import Testing
   /// connection is refused at its hello; no term moves; the forged value appears nowhere.
   @Test func aStrangersFramesChangeNothing() async throws {
     let (harness, leader, names) = try await threeNodes()
+    let id = try await harness.memberIDs()
     #expect(try await Self.clusterServes(harness, key: "real", value: "v1"))
     let terms = await names.asyncMap { await Self.term(harness, $0) }
     let stranger = NodeID(0xBAD_0BAD)
     for name in names {
-      let target = Self.id(name)
+      let target = id(name)
       let term = await Self.term(harness, name)
       let forged = AppendEntries(
         prevLogIndex: 0, prevLogTerm: 0,
@@ -102,6 +101,7 @@ import Testing
   /// starts an election, and a follower that saw an impossible term restarts cleanly.
   @Test func framesUnderAMembersIdAreValidatedByTheCore() async throws {
     let (harness, leader, names) = try await threeNodes()
+    let id = try await harness.memberIDs()
     let follower = names.first { $0 != leader }!
     let other = names.first { $0 != leader && $0 != follower }!
     let term = await Self.term(harness, leader)
@@ -110,28 +110,28 @@ import Testing
     // a read round it never started, and terms no peer can produce.
     let asFollower = [
       Message(
-        from: Self.id(follower), to: Self.id(leader), term: term,
+        from: id(follower), to: id(leader), term: term,
         body: .heartbeat(Heartbeat(commit: 0, readRound: 1))),
       Message(
-        from: Self.id(follower), to: Self.id(leader), term: term,
+        from: id(follower), to: id(leader), term: term,
         body: .appendEntriesResponse(.accepted(matchIndex: 1_000_000_000_000))),
       Message(
-        from: Self.id(follower), to: Self.id(leader), term: term,
+        from: id(follower), to: id(leader), term: term,
         body: .heartbeatResponse(HeartbeatResponse(readRound: 1 << 40))),
     ]
     let toLeader = try RawSocket(port: harness.spec(leader).raftPort)
-    try toLeader.send(bytes: Self.stream(from: Self.id(follower), to: Self.id(leader), asFollower))
+    try toLeader.send(bytes: Self.stream(from: id(follower), to: id(leader), asFollower))
     // To a follower, as the leader: impossible terms, and TimeoutNow after TimeoutNow.
-    let timeoutNow = Message(from: Self.id(leader), to: Self.id(other), term: term, body: .timeoutNow)
+    let timeoutNow = Message(from: id(leader), to: id(other), term: term, body: .timeoutNow)
     let impossible = [UInt64(Int64.max), .max].map {
       Message(
-        from: Self.id(leader), to: Self.id(other), term: $0,
+        from: id(leader), to: id(other), term: $0,
         body: .heartbeat(Heartbeat(commit: 0, readRound: 1)))
     }
     let toFollower = try RawSocket(port: harness.spec(other).raftPort)
     try toFollower.send(
       bytes: Self.stream(
-        from: Self.id(leader), to: Self.id(other), impossible + Array(repeating: timeoutNow, count: 20)))
+        from: id(leader), to: id(other), impossible + Array(repeating: timeoutNow, count: 20)))
     for _ in 0..<10 {
       var buffer = ByteBufferAllocator().buffer(capacity: 64)
       buffer.writeMessageFrame(timeoutNow)
@@ -169,6 +169,7 @@ import Testing
     let harness = try ClusterHarness(extraArguments: ["-max-peer-connections", "16"])
     let names = ["node01", "node02", "node03"]
     let leader = try await harness.startCluster(names)
+    let id = try await harness.memberIDs()
     let rssBefore = harness.residentBytes(leader) ?? 0
 
     // 20 connections each announcing a 64 MiB frame and sending 60 KB of it.
@@ -205,7 +206,7 @@ import Testing
       buffer.writeHello(
         WireFormat.Hello(
           version: WireFormat.protocolVersion, kind: .messages, from: NodeID(UInt64(0xF00_0000 + k)),
-          to: Self.id(leader), advertisedAddress: "127.0.0.1:\(1000 + k)"))
+          to: id(leader), advertisedAddress: "127.0.0.1:\(1000 + k)"))
       let socket = try RawSocket(port: harness.spec(leader).raftPort)
       try? socket.send(bytes: Array(buffer.readableBytesView))
       _ = socket.closedByPeer()
@@ -262,16 +263,17 @@ import Testing
     let harness = try ClusterHarness(extraArguments: ["-snapshot-disk-reserve-bytes", "\(UInt64(1) << 50)"])
     let names = ["node01", "node02", "node03"]
     let leader = try await harness.startCluster(names)
+    let id = try await harness.memberIDs()
     let follower = names.first { $0 != leader }!
     let term = await Self.term(harness, follower)
     let metadata = SnapshotMetadata(
-      index: 1_000_000, term: term, configuration: Configuration(voters: names.map(Self.id)))
+      index: 1_000_000, term: term, configuration: Configuration(voters: names.map(id)))
     func offer(from sender: NodeID, size: UInt64) throws -> RawSocket {
       let socket = try RawSocket(port: harness.spec(follower).raftPort)
-      let install = Message(from: sender, to: Self.id(follower), term: term, body: .installSnapshot(metadata))
+      let install = Message(from: sender, to: id(follower), term: term, body: .installSnapshot(metadata))
       // The node may refuse and reset the connection before the whole offer is sent.
       try? socket.send(
-        bytes: Self.stream(from: sender, to: Self.id(follower), kind: .snapshot, [install]) { buffer in
+        bytes: Self.stream(from: sender, to: id(follower), kind: .snapshot, [install]) { buffer in
           buffer.writeFrame(.snapshotBegin) { body in
             body.writeSnapshotMetadata(metadata)
             body.writeInteger(size)
@@ -282,9 +284,9 @@ import Testing
     }
     #expect(try offer(from: NodeID(0xBAD), size: 1 << 40).closedByPeer())
     #expect(
-      try offer(from: Self.id(leader), size: 1 << 40).closedByPeer(), "2^40 bytes exceeds -max-snapshot-bytes"
+      try offer(from: id(leader), size: 1 << 40).closedByPeer(), "2^40 bytes exceeds -max-snapshot-bytes"
     )
-    #expect(try offer(from: Self.id(leader), size: 2 << 20).closedByPeer(), "no room beside the reserve")
+    #expect(try offer(from: id(leader), size: 2 << 20).closedByPeer(), "no room beside the reserve")
     let snapshots = harness.spec(follower).directory.appendingPathComponent("snapshots")
     let files = (try? FileManager.default.contentsOfDirectory(atPath: snapshots.path)) ?? []
     #expect(files.allSatisfy { !$0.hasSuffix(".tmp") }, "\(files)")

@@ -20,19 +20,6 @@ enum PortProbe {
 }
 
 @Suite(.serialized) struct PeerTransportTests {
-  func makeTransport(_ id: UInt64, group: any EventLoopGroup, delegate: RecordingDelegate) async throws -> (
-    PeerTransport, String
-  ) {
-    var options = TransportOptions()
-    options.reconnectDelayMin = .milliseconds(20)
-    options.reconnectDelayMax = .milliseconds(200)
-    options.snapshotChunkBytes = 1000
-    let transport = PeerTransport(
-      localID: NodeID(id), group: group, options: options, logger: testLogger, delegate: delegate)
-    let address = try await transport.listen(host: "127.0.0.1", port: 0)
-    return (transport, "127.0.0.1:\(address.port!)")
-  }
-
   @Test func messagesFlowBothWays() async throws {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
     let (d1, d2) = (RecordingDelegate(), RecordingDelegate())
@@ -140,23 +127,22 @@ enum PortProbe {
     try await group.shutdownGracefully()
   }
 
-  /// A receiver that refuses the snapshot makes the sender report failure.
-  @Test func refusedSnapshotIsReportedAsFailed() async throws {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    let (d1, d2) = (RecordingDelegate(), RecordingDelegate())
-    d2.refuseSnapshots = true
-    let (t1, _) = try await makeTransport(1, group: group, delegate: d1)
-    let (t2, a2) = try await makeTransport(2, group: group, delegate: d2)
-    t1.setPeers([NodeID(2): a2])
-    let metadata = SnapshotMetadata(index: 5, term: 1, configuration: Configuration(voters: [NodeID(1)]))
-    t1.sendSnapshot(
-      Message(from: NodeID(1), to: NodeID(2), term: 1, body: .installSnapshot(metadata)),
-      source: BufferSource(metadata: metadata, data: Array(repeating: 1, count: 5000)))
-    #expect(await eventually { d1.snapshotsSent.count == 1 })
-    #expect(d1.snapshotsSent.first?.1 == false)
-    #expect(d2.snapshotsReceived.isEmpty)
-    await t1.shutdown()
-    await t2.shutdown()
-    try await group.shutdownGracefully()
+  /// A receiver that refuses the snapshot (its disk said no, or it belongs to another cluster)
+  /// makes the sender report failure, and keeps nothing of it.
+  @Test(arguments: [false, true]) func refusedSnapshotIsReportedAsFailed(byAnotherCluster: Bool) async throws
+  {
+    let admissions = (admission(members: [1, 2], cluster: 0xA), admission(members: [1, 2], cluster: 0xB))
+    try await withTwoTransports(admissions: byAnotherCluster ? admissions : nil) { t1, _, d1, d2 in
+      d2.refuseSnapshots = !byAnotherCluster
+      let metadata = SnapshotMetadata(index: 5, term: 1, configuration: Configuration(voters: [NodeID(1)]))
+      t1.sendSnapshot(
+        Message(from: NodeID(1), to: NodeID(2), term: 1, body: .installSnapshot(metadata)),
+        source: BufferSource(metadata: metadata, data: Array(repeating: 1, count: 5000)))
+      #expect(await eventually { d1.snapshotsSent.count == 1 })
+      #expect(d1.snapshotsSent.first?.1 == false)
+      #expect(d2.snapshotsReceived.isEmpty)
+      #expect(d2.refusals.map(\.reason) == (byAnotherCluster ? [.wrongCluster] : [.malformed]))
+    }
   }
+
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import Raft
 import RaftStorage
 
@@ -144,4 +145,53 @@ func sameMessage(_ a: Message, _ b: Message) -> Bool {
   case (.installSnapshot(let x), .installSnapshot(let y)): return x == y
   default: return true
   }
+}
+
+/// A transport on a loopback port the kernel chose, with short reconnect delays; `admission`, if
+/// given, is published before it listens. Returns it with its address.
+func makeTransport(
+  _ id: UInt64, group: any EventLoopGroup, delegate: RecordingDelegate, admission: PeerAdmission? = nil
+) async throws -> (PeerTransport, String) {
+  var options = TransportOptions()
+  options.reconnectDelayMin = .milliseconds(20)
+  options.reconnectDelayMax = .milliseconds(200)
+  options.snapshotChunkBytes = 1000
+  let transport = PeerTransport(
+    localID: NodeID(id), group: group, options: options, logger: testLogger, delegate: delegate)
+  if let admission { transport.updateAdmission(admission) }
+  let address = try await transport.listen(host: "127.0.0.1", port: 0)
+  return (transport, "127.0.0.1:\(address.port!)")
+}
+
+/// Admission of exactly `members`, in cluster `cluster`.
+func admission(members: [UInt64], cluster: UInt64) -> PeerAdmission {
+  var admission = PeerAdmission()
+  admission.members = Set(members.map(NodeID.init))
+  admission.admitsStrangers = false
+  admission.clusterID = cluster
+  return admission
+}
+
+/// Nodes 1 and 2 on loopback (with `admissions`, if given), node 1 told where node 2 listens; both
+/// shut down after `body`, which gets the transports and their delegates.
+func withTwoTransports(
+  admissions: (PeerAdmission, PeerAdmission)? = nil,
+  _ body: (PeerTransport, PeerTransport, RecordingDelegate, RecordingDelegate) async throws -> Void
+) async throws {
+  let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+  let (d1, d2) = (RecordingDelegate(), RecordingDelegate())
+  let (t1, _) = try await makeTransport(1, group: group, delegate: d1, admission: admissions?.0)
+  let (t2, a2) = try await makeTransport(2, group: group, delegate: d2, admission: admissions?.1)
+  t1.setPeers([NodeID(2): a2])
+  do {
+    try await body(t1, t2, d1, d2)
+  } catch {
+    await t1.shutdown()
+    await t2.shutdown()
+    try await group.shutdownGracefully()
+    throw error
+  }
+  await t1.shutdown()
+  await t2.shutdown()
+  try await group.shutdownGracefully()
 }

@@ -149,4 +149,30 @@ import Testing
     #expect(delegate.messages.count == messages.count)
     #expect(zip(delegate.messages, messages).allSatisfy(sameMessage))
   }
+
+  /// The verifier's fault proxy decides which link a connection is from its hello; it must read
+  /// the hello as a node does (it read version 1's offsets after version 2 added the cluster and
+  /// group ids, so no partition cut any link).
+  @Test func toolsReadTheHelloAsTheReceiverDoes() {
+    var bytes = ByteBufferAllocator().buffer(capacity: 64)
+    bytes.writeHello(
+      WireFormat.Hello(
+        version: WireFormat.protocolVersion, kind: .messages, from: NodeID(0xABC), to: NodeID(0xDEF),
+        clusterID: 0xA))
+    guard case .hello(let decoded) = WireFormat.leadingHello(bytes) else {
+      Issue.record("the hello was not decoded")
+      return
+    }
+    #expect(decoded.from == NodeID(0xABC) && decoded.to == NodeID(0xDEF) && decoded.clusterID == 0xA)
+    guard case .incomplete = WireFormat.leadingHello(bytes.getSlice(at: 0, length: 20)!) else {
+      Issue.record("a partial hello must read as incomplete")
+      return
+    }
+    var message = ByteBufferAllocator().buffer(capacity: 64)
+    message.writeMessageFrame(Message(from: NodeID(1), to: NodeID(2), term: 1, body: .timeoutNow))
+    guard case .invalid = WireFormat.leadingHello(message) else {
+      Issue.record("a stream that does not start with a hello is invalid")
+      return
+    }
+  }
 }
