@@ -7,8 +7,8 @@
 /// and sequence of calls, a node produces the same outputs, which is what lets the simulator replay
 /// any failure from its seed.
 ///
-/// Not thread-safe: one owner drives it (an actor or a single task in the server, a loop in the
-/// simulator).
+/// Not thread-safe: one owner drives it (its `RaftGroup`, on the node loop in the server and on the
+/// event queue in the simulator).
 public final class RaftNode {
   public let id: NodeID
   let options: RaftOptions

@@ -30,12 +30,12 @@ extension RaftDBNode {
     DispatchQueue.global(qos: .utility).async {
       let start = ContinuousClock.now
       let outcome: Result<Void, any Error> = Result {
-        let sink = try writer.withStorage { try $0.snapshots.beginWrite(metadata) }
+        let sink = try writer.snapshotStore.beginWrite(metadata)
         do {
           try frozen.serialize(chunkBytes: 1 << 20) { chunk in try sink.write(chunk) }
           try writer.withStorage { _ in try sink.commit() }
         } catch {
-          writer.withStorage { _ in sink.abort() }
+          sink.abort()
           throw error
         }
         try writer.withStorage { try $0.compact(through: metadata.index) }
@@ -60,7 +60,8 @@ extension RaftDBNode {
   /// Streams a stored snapshot to a follower that is too far behind for the log.
   func sendSnapshot(_ message: Message, metadata: SnapshotMetadata) {
     do {
-      let source = try writer.withStorage { try $0.snapshots.open(metadata) }
+      // Without the storage lock: the writer thread holds it across fsyncs (see `snapshotStore`).
+      let source = try writer.snapshotStore.open(metadata)
       logger.info("sending snapshot \(metadata.index) to \(name(of: message.to))")
       transport.sendSnapshot(message, source: source)
     } catch {
@@ -81,7 +82,7 @@ extension RaftDBNode {
     DispatchQueue.global(qos: .userInitiated).async {
       let start = ContinuousClock.now
       let outcome: Result<MachineBox, any Error> = Result {
-        let source = try writer.withStorage { try $0.snapshots.open(snapshot) }
+        let source = try writer.snapshotStore.open(snapshot)
         defer { source.close() }
         let machine = KVStateMachine(limits: limits)
         try machine.restore(appliedIndex: snapshot.index) { try source.read(maxBytes: 1 << 20) }
@@ -138,7 +139,8 @@ extension RaftDBNode: TransportDelegate {
   public func transportBeginReceivingSnapshot(from peer: NodeID, metadata: SnapshotMetadata) throws
     -> any SnapshotSink
   {
-    let sink = try writer.withStorage { try $0.snapshots.beginWrite(metadata) }
+    // On a peer connection's loop: without the storage lock (see `StorageWriter.snapshotStore`).
+    let sink = try writer.snapshotStore.beginWrite(metadata)
     logger.info("receiving snapshot \(metadata.index) from the leader")
     return LockedSnapshotSink(sink: sink, metadata: metadata, writer: writer)
   }

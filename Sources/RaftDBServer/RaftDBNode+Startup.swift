@@ -41,7 +41,8 @@ extension RaftDBNode {
     var storageOptions = FileStorageOptions()
     storageOptions.segmentSizeBytes = options.walSegmentBytes
     storageOptions.snapshotsRetained = options.snapshotsRetained
-    let faults = options.testDiskFullAfterWALWrites.map { _ in FaultInjectingFileSystem() }
+    let testsFaults = options.testDiskFullAfterWALWrites != nil || options.testFsyncDelayMillis != nil
+    let faults = testsFaults ? FaultInjectingFileSystem() : nil
     let storage = try FileStorage(
       directory: options.dataDirectory, options: storageOptions, fileSystem: faults ?? POSIXFileSystem(),
       logger: logger)
@@ -49,6 +50,10 @@ extension RaftDBNode {
     if let faults, let writes = options.testDiskFullAfterWALWrites {
       logger.warning("test fault: WAL write \(writes) from now on fails with ENOSPC")
       faults.fail(.write, onCall: max(1, writes), errno: ENOSPC, pathContains: "/wal/", sticky: true)
+    }
+    if let faults, let delay = options.testFsyncDelayMillis {
+      logger.warning("test fault: every fsync from now on first sleeps \(delay) ms")
+      faults.syncDelay = .milliseconds(delay)
     }
     for warning in recovered.warnings { logger.warning("recovery: \(warning)") }
     var stored = recovered.stored

@@ -64,6 +64,9 @@ public struct ServerOptions: Sendable {
   /// WAL write this many writes after startup, and every one after it, fails with ENOSPC as on a
   /// full disk, so that process-level tests can watch a node answer and stop. Nil in production.
   public var testDiskFullAfterWALWrites: Int?
+  /// Test only (`RAFTDB_TEST_FSYNC_DELAY_MS`): every fsync, once the node has started, first sleeps
+  /// this many milliseconds (a slow disk), so that tests can show no event loop waits on one.
+  public var testFsyncDelayMillis: Int?
 
   public init(name: String, httpAddress: String, raftAddress: String, dataDirectory: String) {
     self.name = name

@@ -55,7 +55,13 @@ final class StorageWriter: @unchecked Sendable {
     condition.unlock()
   }
 
-  /// Runs `body` with exclusive use of the storage (snapshot files, compaction, recovery).
+  /// The snapshot store, for what the node loop does with it: open a snapshot to send, begin
+  /// receiving one, abort one. Those touch only their own files (`FileSnapshotStore`'s threading
+  /// note), so they do not take `storageLock`, which `persist` holds across the fsync: nothing on an
+  /// event loop waits for the disk.
+  var snapshotStore: any SnapshotStore { storage.snapshots }
+
+  /// Runs `body` with exclusive use of the storage (committing snapshots, compaction, recovery).
   func withStorage<T>(_ body: (any RaftStorage) throws -> T) rethrows -> T {
     try storageLock.withLock { try body(storage) }
   }
@@ -117,8 +123,8 @@ final class StorageWriter: @unchecked Sendable {
   }
 }
 
-/// A snapshot sink whose commit and abort take the storage lock (they change which snapshots
-/// exist); its chunk writes only touch its own temporary file and run without it.
+/// A received snapshot's sink: its commit takes the storage lock (it changes which snapshots exist);
+/// its chunk writes and abort touch only its own temporary file and run without it.
 final class LockedSnapshotSink: @unchecked Sendable {
   // Unchecked: the sink is written by one thread at a time (a connection handler or the snapshot
   // task), then committed or aborted exactly once under the storage lock.
@@ -141,5 +147,7 @@ final class LockedSnapshotSink: @unchecked Sendable {
   /// Commit when the caller already holds the storage lock (the writer thread).
   func commitUnlocked() throws(StorageError) { try sink.commit() }
 
-  func abort() { writer.withStorage { _ in sink.abort() } }
+  /// Throws the received data away: only this sink's temporary file, so no storage lock (see
+  /// `StorageWriter.snapshotStore`).
+  func abort() { sink.abort() }
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
@@ -9,7 +11,8 @@
 ///
 /// Failures happen before the call reaches the wrapped file system, so a failed write wrote nothing
 /// and a failed sync synced nothing (what the page cache then holds is what a real failure can leave).
-/// Single-threaded, like the storage it serves.
+/// It can also make every sync slow (`syncDelay`), for tests that nothing else waits on an fsync.
+/// Thread-safe: a server's writer thread, snapshot threads and node loop use one instance at once.
 public final class FaultInjectingFileSystem: StorageFileSystem {
   public enum Operation: String, Hashable, Sendable, CaseIterable {
     /// `pwrite`.
@@ -32,22 +35,47 @@ public final class FaultInjectingFileSystem: StorageFileSystem {
     var sticky: Bool
   }
 
+  private struct State {
+    var faults: [Fault] = []
+    var calls: [Operation: Int] = [:]
+    var injected: [String] = []
+    var trace: [(operation: Operation, path: String)] = []
+    /// Bounded: a server run in a test mode makes millions of calls.
+    var traceLimit = 100_000
+    var maxBytesPerWrite: Int?
+    var spaceRemaining: Int64?
+    var syncDelay: Duration?
+  }
+
   private let base: any StorageFileSystem
-  private var faults: [Fault] = []
-  /// Calls seen so far, per operation (failed ones included).
-  public private(set) var calls: [Operation: Int] = [:]
-  /// One line per injected failure, for test diagnostics.
-  public private(set) var injected: [String] = []
-  /// Every checked call in order (operation and path), for tests of what happens before what.
-  public private(set) var trace: [(operation: Operation, path: String)] = []
-  /// Each `pwrite` writes at most this many bytes; nil writes everything asked.
-  public var maxBytesPerWrite: Int?
-  /// How many more bytes files may grow by. A write that would grow a file further writes what fits
-  /// (a short write) and the next one fails with ENOSPC, as a full disk does. Nil: unlimited.
-  public var spaceRemaining: Int64?
+  private let state = Mutex(State())
 
   public init(wrapping base: any StorageFileSystem = POSIXFileSystem()) {
     self.base = base
+  }
+
+  /// Calls seen so far, per operation (failed ones included).
+  public var calls: [Operation: Int] { state.withLock { $0.calls } }
+  /// One line per injected failure, for test diagnostics.
+  public var injected: [String] { state.withLock { $0.injected } }
+  /// Every checked call in order (operation and path), for tests of what happens before what (the
+  /// first 100,000).
+  public var trace: [(operation: Operation, path: String)] { state.withLock { $0.trace } }
+  /// Each `pwrite` writes at most this many bytes; nil writes everything asked.
+  public var maxBytesPerWrite: Int? {
+    get { state.withLock { $0.maxBytesPerWrite } }
+    set { state.withLock { $0.maxBytesPerWrite = newValue } }
+  }
+  /// How many more bytes files may grow by. A write that would grow a file further writes what fits
+  /// (a short write) and the next one fails with ENOSPC, as a full disk does. Nil: unlimited.
+  public var spaceRemaining: Int64? {
+    get { state.withLock { $0.spaceRemaining } }
+    set { state.withLock { $0.spaceRemaining = newValue } }
+  }
+  /// Every file and directory sync sleeps this long first (a slow or overloaded disk).
+  public var syncDelay: Duration? {
+    get { state.withLock { $0.syncDelay } }
+    set { state.withLock { $0.syncDelay = newValue } }
   }
 
   /// Makes the `call`th matching call of `operation` from now on (1 = the next) fail with `errno`.
@@ -57,40 +85,51 @@ public final class FaultInjectingFileSystem: StorageFileSystem {
     sticky: Bool = false
   ) {
     precondition(call >= 1)
-    faults.append(
-      Fault(operation: operation, callsLeft: call, errno: errno, pathContains: pathContains, sticky: sticky))
+    let fault = Fault(
+      operation: operation, callsLeft: call, errno: errno, pathContains: pathContains, sticky: sticky)
+    state.withLock { $0.faults.append(fault) }
   }
 
-  public func clearTrace() { trace.removeAll() }
+  public func clearTrace() { state.withLock { $0.trace.removeAll() } }
 
   public func clearFaults() {
-    faults.removeAll()
-    maxBytesPerWrite = nil
-    spaceRemaining = nil
+    state.withLock {
+      $0.faults.removeAll()
+      $0.maxBytesPerWrite = nil
+      $0.spaceRemaining = nil
+      $0.syncDelay = nil
+    }
   }
 
   func check(_ operation: Operation, _ path: String) throws(StorageError) {
-    calls[operation, default: 0] += 1
-    trace.append((operation, path))
-    for k in faults.indices where faults[k].operation == operation {
-      if let fragment = faults[k].pathContains, !path.contains(fragment) { continue }
-      if faults[k].callsLeft > 1 {
-        faults[k].callsLeft -= 1
-        continue
+    let failure: Int32? = state.withLock { state in
+      state.calls[operation, default: 0] += 1
+      if state.trace.count < state.traceLimit { state.trace.append((operation, path)) }
+      for k in state.faults.indices where state.faults[k].operation == operation {
+        if let fragment = state.faults[k].pathContains, !path.contains(fragment) { continue }
+        if state.faults[k].callsLeft > 1 {
+          state.faults[k].callsLeft -= 1
+          continue
+        }
+        let fault = state.faults[k]
+        if !fault.sticky { state.faults.remove(at: k) }
+        state.injected.append("\(operation) \(path) errno \(fault.errno)")
+        return fault.errno
       }
-      let fault = faults[k]
-      if !fault.sticky { faults.remove(at: k) }
-      injected.append("\(operation) \(path) errno \(fault.errno)")
-      throw POSIXFileSystem.error("\(operation) (injected)", path, fault.errno)
+      return nil
     }
+    if let failure { throw POSIXFileSystem.error("\(operation) (injected)", path, failure) }
+    if operation == .sync, let delay = syncDelay { sleepBlocking(delay) }
   }
 
   /// Charges `growth` bytes against the space budget; returns how many of them fit.
   func reserveSpace(_ growth: Int64) -> Int64 {
-    guard let remaining = spaceRemaining, growth > 0 else { return growth }
-    let granted = min(growth, remaining)
-    spaceRemaining = remaining - granted
-    return granted
+    state.withLock { state in
+      guard let remaining = state.spaceRemaining, growth > 0 else { return growth }
+      let granted = min(growth, remaining)
+      state.spaceRemaining = remaining - granted
+      return granted
+    }
   }
 
   public func open(_ path: String, mode: FileOpenMode) throws(StorageError) -> any StorageFile {
@@ -180,4 +219,13 @@ final class FaultInjectingFile: StorageFile {
   func lockExclusive() throws(StorageError) { try base.lockExclusive() }
 
   func close() { base.close() }
+}
+
+/// Sleeps the calling thread (the storage threads block on their disk anyway).
+private func sleepBlocking(_ duration: Duration) {
+  let (seconds, attoseconds) = duration.components
+  var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+  var remaining = timespec()
+  // Interrupted by a signal: sleep what is left.
+  while nanosleep(&request, &remaining) != 0 { request = remaining }
 }

@@ -1,5 +1,6 @@
 import Logging
 import Raft
+import Synchronization
 
 /// Snapshots as files in `DATA/snapshots`, one per snapshot (`SnapshotFileFormat`).
 ///
@@ -7,6 +8,10 @@ import Raft
 /// leaves either the whole file or a temporary one that recovery deletes. The newest
 /// `snapshotsRetained` snapshots are kept: if the newest turns out damaged at startup, the node
 /// falls back to the previous one (and compaction keeps the log it needs).
+///
+/// Threading: `open`, `beginWrite` and a sink's `abort` touch only their own files (and an atomic
+/// counter), so the node loop calls them without the storage writer's lock, which is held across
+/// fsyncs; committing a sink and recovery change `stored` and run under that lock.
 public final class FileSnapshotStore: SnapshotStore {
   struct Stored: Equatable {
     var index: UInt64
@@ -22,7 +27,7 @@ public final class FileSnapshotStore: SnapshotStore {
   /// Committed snapshot files in index order, excluding any that failed verification.
   private(set) var stored: [Stored] = []
   public private(set) var newest: SnapshotMetadata?
-  private var temporaryCounter = 0
+  private let temporaryCounter = Atomic<Int>(0)
 
   init(
     layout: DataLayout, fileSystem: any StorageFileSystem, retention: Int, failure: FailureState,
@@ -41,9 +46,9 @@ public final class FileSnapshotStore: SnapshotStore {
 
   public func beginWrite(_ metadata: SnapshotMetadata) throws(StorageError) -> any SnapshotSink {
     try failure.check()
-    temporaryCounter += 1
+    let counter = temporaryCounter.wrappingAdd(1, ordering: .relaxed).newValue
     let final = layout.snapshot(index: metadata.index, term: metadata.term)
-    let temporary = final + DataLayout.temporaryMarker + ".\(temporaryCounter)"
+    let temporary = final + DataLayout.temporaryMarker + ".\(counter)"
     let file = try fs.open(temporary, mode: .createOrTruncate)
     let header = SnapshotFileFormat.header(metadata, dataLength: 0)
     do {

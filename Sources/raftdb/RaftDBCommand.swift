@@ -200,6 +200,10 @@ struct RaftDBCommand: AsyncParsableCommand {
       // Test only (see ServerOptions.testDiskFullAfterWALWrites).
       options.testDiskFullAfterWALWrites = Int(writes)
     }
+    if let delay = ProcessInfo.processInfo.environment["RAFTDB_TEST_FSYNC_DELAY_MS"] {
+      // Test only (see ServerOptions.testFsyncDelayMillis).
+      options.testFsyncDelayMillis = Int(delay)
+    }
 
     try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
