@@ -8,7 +8,9 @@ import Testing
 /// snapshot and keeps persisting. Before the storage lock was split from the snapshot files, the
 /// loop took that lock to begin receiving a snapshot and waited out the writer thread's fsync.
 @Suite(.serialized) struct SlowFsyncTests {
-  static let fsyncDelayMillis = 3_000
+  /// Long, so that a stall from a loaded machine (a fresh-clone CI run once saw 4 s with the suites
+  /// running side by side) stays well below half of it while a loop that waited would not.
+  static let fsyncDelayMillis = 10_000
 
   @Test func theNodeLoopKeepsAnsweringWhileFsyncsAreSlow() async throws {
     let harness = try ClusterHarness(extraArguments: ["-snapshot-threshold", "200", "-log-retain", "5"])
@@ -20,7 +22,7 @@ import Testing
     for i in 0..<300 { try await client.put(["s\(i % 50)": "v\(i)"]) }
 
     // The slow node comes back behind a compacted log: it must take a snapshot, and every write it
-    // makes meanwhile (term, appends) sits in a 3-second fsync. The writes continue slowly (a new
+    // makes meanwhile (term, appends) sits in a 10-second fsync. The writes continue slowly (a new
     // snapshot on the leader only every 200 entries), so that the node can also catch up.
     try harness.start(slow, environment: ["RAFTDB_TEST_FSYNC_DELAY_MS": "\(Self.fsyncDelayMillis)"])
     let writer = Task {
@@ -38,7 +40,7 @@ import Testing
     var slowest = Duration.zero
     var answered = 0
     let clock = ContinuousClock()
-    let end = clock.now + .seconds(15)
+    let end = clock.now + .seconds(25)
     while clock.now < end {
       let start = clock.now
       let response = try? await harness.request(slow, .GET, "/status")
@@ -59,7 +61,7 @@ import Testing
     #expect(
       slowest < .milliseconds(Self.fsyncDelayMillis / 2),
       "the node loop stalled for \(slowest) while fsyncs took \(Self.fsyncDelayMillis) ms")
-    let caughtUp = await harness.eventually(timeout: .seconds(120)) {
+    let caughtUp = await harness.eventually(timeout: .seconds(240)) {
       let value = try? await harness.request(slow, .GET, "/key/s49?level=stale")
       return value?.status == .ok
     }
