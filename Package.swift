@@ -28,6 +28,8 @@ let package = Package(
     // The one JSON parser (bounded in depth and values, linear in time) and writer of the package.
     // Imports nothing.
     .target(name: "JSON"),
+    // What raftdb's clients and servers share: read levels and member addresses. Imports nothing.
+    .target(name: "RaftDBAPI"),
     // One Raft group's runtime (core, state machine, Ready loop, reads, snapshots), generic over its
     // clock, storage, network and state machine: the server and the simulator both run it.
     .target(name: "RaftGroup", dependencies: ["Raft"]),
@@ -59,7 +61,7 @@ let package = Package(
     .target(
       name: "RaftDBClient",
       dependencies: [
-        "JSON",
+        "JSON", "RaftDBAPI",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -72,10 +74,20 @@ let package = Package(
         "Raft", "RaftGroup", .product(name: "HashTreeCollections", package: "swift-collections"),
       ]),
     // The node runtime that drives Raft, the HTTP API and metrics.
+    // The operations of raftdb (key-value commands, reads at each level, membership, status,
+    // leadership transfer) with their validation, limits and typed errors, and no protocol in it:
+    // the HTTP API and later the gRPC API are adapters over it.
+    .target(
+      name: "RaftDBService",
+      dependencies: [
+        "Raft", "KVStore", "RaftDBAPI",
+        .product(name: "NIOCore", package: "swift-nio"),
+      ]),
     .target(
       name: "RaftDBServer",
       dependencies: [
-        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBClient",
+        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBAPI", "RaftDBService",
+        "RaftDBClient",
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "Logging", package: "swift-log"),
@@ -88,7 +100,7 @@ let package = Package(
     .executableTarget(
       name: "raftdb",
       dependencies: [
-        "RaftDBServer", "RaftDBClient",
+        "RaftDBServer", "RaftDBClient", "RaftDBAPI",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ]),
@@ -96,7 +108,7 @@ let package = Package(
     .executableTarget(
       name: "raftctl",
       dependencies: [
-        "Raft", "JSON", "RaftDBClient", "RaftDBVerify", "Linearizability",
+        "Raft", "JSON", "RaftDBAPI", "RaftDBClient", "RaftDBVerify", "Linearizability",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -109,7 +121,7 @@ let package = Package(
     .target(
       name: "RaftDBVerify",
       dependencies: [
-        "Raft", "JSON", "RaftDBClient", "RaftDBServer", "RaftTransport", "Linearizability",
+        "Raft", "JSON", "RaftDBAPI", "RaftDBClient", "RaftDBServer", "RaftTransport", "Linearizability",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -135,7 +147,7 @@ let package = Package(
     .testTarget(
       name: "RaftDBServerTests",
       dependencies: [
-        "RaftDBServer", "Raft", "RaftStorage",
+        "RaftDBServer", "RaftDBService", "KVStore", "Raft", "RaftStorage",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -145,13 +157,22 @@ let package = Package(
     .testTarget(
       name: "RaftDBIntegrationTests",
       dependencies: [
-        "RaftDBClient", "RaftDBVerify", "raftdb", "Raft", "RaftTransport", "RaftDBServer", "RaftStorage",
+        "RaftDBClient", "RaftDBAPI", "RaftDBVerify", "raftdb", "Raft", "RaftTransport", "RaftDBServer",
+        "RaftStorage",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
       ]),
     .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability", "Raft"]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
+    // The service's validation beside a replica's verdicts, with a backend over a real state machine.
+    .testTarget(
+      name: "RaftDBServiceTests",
+      dependencies: [
+        "RaftDBService", "RaftDBAPI", "KVStore", "Raft",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
   ],
   swiftLanguageModes: [.v6]

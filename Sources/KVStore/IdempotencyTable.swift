@@ -105,3 +105,9 @@ func isValidIdempotencyKey(_ bytes: UnsafeRawBufferPointer, maxBytes: Int) -> Bo
   for byte in bytes where byte < 0x20 || byte > 0x7E { return false }
   return true
 }
+
+/// The same rule for a key that has not been proposed yet (the service checks before proposing).
+public func isValidIdempotencyKey(_ key: String, maxBytes: Int) -> Bool {
+  var key = key
+  return key.withUTF8 { isValidIdempotencyKey(UnsafeRawBufferPointer($0), maxBytes: maxBytes) }
+}

@@ -3,13 +3,7 @@ import JSON
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-
-/// Read consistency levels of the HTTP API (lessons 09 and 19).
-public enum ReadLevel: String, Sendable, CaseIterable {
-  case stale
-  case `default`
-  case consistent
-}
+import RaftDBAPI
 
 public enum RaftDBClientError: Error, Sendable, CustomStringConvertible {
   /// The server answered with an error status and `{"error": ...}`.
@@ -318,14 +312,4 @@ func splitURL(_ url: String) -> (String, String)? {
   if rest.hasPrefix("http://") { rest = rest.dropFirst(7) } else { return nil }
   guard let slash = rest.firstIndex(of: "/") else { return (String(rest), "/") }
   return (String(rest[..<slash]), String(rest[slash...]))
-}
-
-/// "host:port" → (host, port).
-public func splitHostPort(_ address: String) -> (String, Int)? {
-  guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-    (1...65535).contains(port)
-  else { return nil }
-  var host = String(address[..<colon])
-  if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-  return host.isEmpty ? nil : (host, port)
 }

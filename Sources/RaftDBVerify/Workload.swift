@@ -4,6 +4,7 @@ import Linearizability
 import NIOCore
 import NIOHTTP1
 import Raft
+import RaftDBAPI
 import RaftDBClient
 
 /// What the clients do.

@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Raft
+import RaftDBAPI
 import RaftDBClient
 
 /// `raftctl bench`: a closed-loop load generator for raftdb and, for comparison, etcd's JSON gateway.
@@ -59,7 +60,7 @@ struct Bench: AsyncParsableCommand {
       throw ValidationError(
         "--op must be one of \(BenchOperation.allCases.map(\.rawValue).joined(separator: ", "))")
     }
-    guard BenchReadLevel(rawValue: level == "linearizable" ? "consistent" : level) != nil else {
+    guard ReadLevel(parameter: level) != nil else {
       throw ValidationError("--level must be stale, default or consistent")
     }
     guard ["auto", "leader", "all"].contains(connect) else {
@@ -82,7 +83,7 @@ struct Bench: AsyncParsableCommand {
   func run() async throws {
     let benchTarget = BenchTarget(rawValue: target)!
     let operation = BenchOperation(rawValue: op)!
-    let readLevel = BenchReadLevel(rawValue: level == "linearizable" ? "consistent" : level)!
+    let readLevel = ReadLevel(parameter: level)!
     let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     var echoGroup: MultiThreadedEventLoopGroup?
     var echoServer: (any Channel)?
@@ -105,7 +106,7 @@ struct Bench: AsyncParsableCommand {
   private func measure(
     group: MultiThreadedEventLoopGroup, echoGroup: inout MultiThreadedEventLoopGroup?,
     echoServer: inout (any Channel)?, benchTarget: BenchTarget, operation: BenchOperation,
-    readLevel: BenchReadLevel
+    readLevel: ReadLevel
   ) async throws {
 
     // Where each client connects.
@@ -351,7 +352,7 @@ func errorText(_ errors: [String: Int], prefix: String) -> String {
 struct BenchReport {
   var target: BenchTarget
   var operation: BenchOperation
-  var level: BenchReadLevel
+  var level: ReadLevel
   var clients: Int
   var connectedTo: String
   var keySize: Int

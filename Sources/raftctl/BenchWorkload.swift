@@ -1,4 +1,5 @@
 import Raft
+import RaftDBAPI
 
 #if canImport(Glibc)
   import Glibc
@@ -29,17 +30,11 @@ enum BenchOperation: String, CaseIterable {
   case echo
 }
 
-enum BenchReadLevel: String, CaseIterable {
-  case stale
-  case `default`
-  case consistent
-}
-
 /// Everything a simulated client needs to know, fixed before the run starts.
 struct BenchPlan: Sendable {
   var target: BenchTarget
   var operation: BenchOperation
-  var level: BenchReadLevel
+  var level: ReadLevel
   var keySize: Int
   var valueSize: Int
   var keys: Int
@@ -162,7 +157,7 @@ struct BenchRequestWriter {
     }
   }
 
-  mutating func get(key: Int, level: BenchReadLevel) -> [UInt8] {
+  mutating func get(key: Int, level: ReadLevel) -> [UInt8] {
     keyBytes = self.key(key)
     body.removeAll(keepingCapacity: true)
     switch plan.target {

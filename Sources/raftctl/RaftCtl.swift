@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JSON
+import RaftDBAPI
 import RaftDBClient
 
 @main
@@ -75,7 +76,7 @@ struct Get: AsyncParsableCommand {
   @Argument var key: String
 
   func run() async throws {
-    guard let readLevel = ReadLevel(rawValue: level == "linearizable" ? "consistent" : level) else {
+    guard let readLevel = ReadLevel(parameter: level) else {
       throw ValidationError("unknown level \(level)")
     }
     let client = try endpoints.client()

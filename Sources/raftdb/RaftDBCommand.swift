@@ -3,8 +3,10 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import RaftDBAPI
 import RaftDBClient
 import RaftDBServer
+import RaftDBService
 import ServiceLifecycle
 import Synchronization
 

@@ -31,6 +31,40 @@ import Testing
     harness.stopAll()
   }
 
+  /// `POST /transfer-leadership` hands leadership to the named member, or with no body to the most
+  /// caught-up voter, answers once it has taken over, and writes go on at the new leader. A
+  /// follower redirects the request to the leader; an unknown name is a 404.
+  @Test func leadershipMovesOnRequest() async throws {
+    let harness = try ClusterHarness()
+    let leader = try await harness.startCluster(["node01", "node02", "node03"])
+    let target = follower(of: leader, in: harness)
+
+    let redirected = try await harness.request(
+      target, .POST, "/transfer-leadership", body: #"{"id": "\#(target)"}"#)
+    #expect(redirected.status == .temporaryRedirect)
+    let unknown = try await harness.request(leader, .POST, "/transfer-leadership", body: #"{"id": "nobody"}"#)
+    #expect(unknown.status == .notFound, "\(unknown.bodyText)")
+
+    let moved = try await harness.request(
+      leader, .POST, "/transfer-leadership", body: #"{"id": "\#(target)"}"#)
+    #expect(moved.status == .ok, "\(moved.bodyText)")
+    #expect(json(moved)["leader"] as? String == target)
+    #expect(await harness.waitForLeader() == target)
+
+    // No body: to whichever voter is most caught up, which is not the old leader.
+    let again = try await harness.request(target, .POST, "/transfer-leadership")
+    #expect(again.status == .ok, "\(again.bodyText)")
+    let third = try #require(json(again)["leader"] as? String)
+    #expect(third != target)
+    #expect(await harness.waitForLeader() == third)
+
+    let client = harness.client()
+    try await client.put(["after": "transfer"])
+    #expect(try await client.get("after", level: .consistent) == "transfer")
+    await client.close()
+    harness.stopAll()
+  }
+
   /// Every read level behaves as docs/API.md says.
   @Test func readLevelsBehaveAsDocumented() async throws {
     let harness = try ClusterHarness()

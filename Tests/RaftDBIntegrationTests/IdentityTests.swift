@@ -2,6 +2,7 @@ import Foundation
 import Raft
 import RaftDBClient
 import RaftDBServer
+import RaftDBService
 import RaftStorage
 import Testing
 

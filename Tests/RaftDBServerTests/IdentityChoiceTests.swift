@@ -1,4 +1,5 @@
 import Raft
+import RaftDBService
 import RaftStorage
 import Testing
 

@@ -4,21 +4,26 @@ import KVStore
 import NIOCore
 import NIOHTTP1
 import Raft
-import RaftDBClient
+import RaftDBAPI
+import RaftDBService
 
-/// The HTTP API of lessons 19 and 20, extended (see docs/API.md): a hand-written dispatcher in the
-/// course's style — the path decides the handler, exact or by prefix — so that every error, including
-/// unknown routes and methods, gets a JSON body.
+/// The HTTP API of lessons 19 and 20, extended (see docs/API.md), as a thin adapter over `KVService`:
+/// it decodes JSON bodies, paths and headers into service calls and encodes what the service answers
+/// (errors through the one table in `ServiceError+HTTP.swift`). Validation, limits and the meaning
+/// of each operation live in the service, so that a second protocol does not copy them.
 ///
-/// Every handler returns a future on the connection's event loop rather than suspending a task: a
-/// `stale` read is answered inline, and a write or a confirmed read makes one hop to the node's loop
-/// and one back. (Running handlers as Swift concurrency tasks cost two more thread hand-offs per
-/// request, about 100 µs; BENCHMARKS.md has the measurements.)
-struct RaftDBAPI: HTTPResponding {
-  let node: RaftDBNode
+/// A hand-written dispatcher in the course's style — the path decides the handler, exact or by
+/// prefix — so that every error, including unknown routes and methods, gets a JSON body. Every
+/// handler returns a future on the connection's event loop rather than suspending a task: a `stale`
+/// read is answered inline, and a write or a confirmed read makes one hop to the node's loop and one
+/// back. (Running handlers as Swift concurrency tasks cost two more thread hand-offs per request,
+/// about 100 µs; BENCHMARKS.md has the measurements.)
+struct HTTPAdapter: HTTPResponding {
+  let service: KVService
+  let metrics: NodeMetrics
 
   func recordRequest(route: APIRoute, status: Int, nanoseconds: Int64) {
-    node.metrics.recordRequest(route: route, status: status, nanoseconds: nanoseconds)
+    metrics.recordRequest(route: route, status: status, nanoseconds: nanoseconds)
   }
 
   func respond(to request: APIRequest, on eventLoop: any EventLoop) -> (
@@ -72,14 +77,17 @@ struct RaftDBAPI: HTTPResponding {
     case "/remove":
       guard method == .POST else { return refuse(.remove, allowed: "POST") }
       return run(.remove) { try remove(request, on: eventLoop) }
+    case "/transfer-leadership":
+      guard method == .POST else { return refuse(.transferLeadership, allowed: "POST") }
+      return run(.transferLeadership) { try transferLeadership(request, on: eventLoop) }
     case "/status":
       guard method == .GET else { return refuse(.status, allowed: "GET") }
-      return (.status, node.submitStatus().hop(to: eventLoop).map(statusResponse))
+      return (.status, service.status(on: eventLoop).map(statusResponse))
     case "/metrics":
       guard method == .GET else { return refuse(.metrics, allowed: "GET") }
       let response = APIResponse(
         status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
-        body: node.metrics.prometheusText())
+        body: metrics.prometheusText())
       return (.metrics, eventLoop.makeSucceededFuture(response))
     case "/health":
       guard method == .GET else { return refuse(.health, allowed: "GET") }
@@ -103,20 +111,17 @@ struct RaftDBAPI: HTTPResponding {
     var pairs: [KeyValue] = []
     pairs.reserveCapacity(members.count)
     for (key, value) in members {
-      try validateKey(key)
       guard case .string(let text) = value else {
         throw APIError.badRequest("value of \"\(key)\" must be a string, not \(value.typeName)")
       }
-      try validateValue(text, for: key)
       pairs.append(KeyValue(key: key, value: text))
     }
-    return try write(.put(pairs), request, on: eventLoop) { result in
-      guard case .put(let revision) = result else { return nil }
+    return service.put(pairs, idempotencyKey: idempotencyKey(request), on: eventLoop).map { result in
       var writer = JSONWriter()
       writer.beginObject()
-      writer.field("revision", revision)
+      writer.field("revision", result.revision)
       writer.endObject()
-      return writer.bytes
+      return .written(writer.bytes, replayed: result.replayed)
     }
   }
 
@@ -130,14 +135,11 @@ struct RaftDBAPI: HTTPResponding {
       throw APIError.badRequest(
         "unknown read level \"\(levelParameter ?? "")\"; use stale, default, consistent (or linearizable)")
     }
-    if level == .stale {
-      return eventLoop.makeCompletedFuture { try readResponse(key, node.staleRead(key)) }
-    }
-    return node.submitRead(key, level: level).hop(to: eventLoop).flatMapThrowing { try readResponse(key, $0) }
+    return service.get(key, level: level, on: eventLoop).flatMapThrowing { try readResponse(key, $0) }
   }
 
   private func readResponse(_ key: String, _ record: KVRecord?) throws -> APIResponse {
-    guard let record else { throw APIError.notFound("key \"\(key)\" not found") }
+    guard let record else { throw ServiceError.notFound("key \"\(key)\" not found") }
     var writer = JSONWriter(capacity: key.utf8.count + record.value.utf8.count + 16)
     writer.beginObject()
     writer.field(key, record.value)
@@ -152,14 +154,13 @@ struct RaftDBAPI: HTTPResponding {
     -> EventLoopFuture<APIResponse>
   {
     let key = try decodeKey(rawKey)
-    return try write(.delete(key: key), request, on: eventLoop) { result in
-      guard case .delete(let existed, let revision) = result else { return nil }
+    return service.delete(key, idempotencyKey: idempotencyKey(request), on: eventLoop).map { result in
       var writer = JSONWriter()
       writer.beginObject()
-      writer.field("deleted", existed)
-      writer.field("revision", revision)
+      writer.field("deleted", result.existed)
+      writer.field("revision", result.revision)
       writer.endObject()
-      return writer.bytes
+      return .written(writer.bytes, replayed: result.replayed)
     }
   }
 
@@ -185,37 +186,16 @@ struct RaftDBAPI: HTTPResponding {
     }
     guard let expected else { throw APIError.badRequest("missing \"expect\" (a string, or null for absent)") }
     guard let value else { throw APIError.badRequest("missing \"value\"") }
-    try validateValue(value, for: key)
-    if let old = expected { try validateValue(old, for: key) }
-    return try write(.compareAndSet(key: key, expected: expected, value: value), request, on: eventLoop) {
-      result in
-      guard case .compareAndSet(let succeeded, let current, let revision) = result else { return nil }
+    let written = service.compareAndSet(
+      key, expected: expected, value: value, idempotencyKey: idempotencyKey(request), on: eventLoop)
+    return written.map { result in
       var writer = JSONWriter()
       writer.beginObject()
-      writer.field("succeeded", succeeded)
-      writer.field("value", current)
-      writer.field("revision", revision)
+      writer.field("succeeded", result.succeeded)
+      writer.field("value", result.current)
+      writer.field("revision", result.revision)
       writer.endObject()
-      return writer.bytes
-    }
-  }
-
-  /// Proposes `command` and renders its result with `render`, which returns nil for a result of the
-  /// wrong kind (a rejection or a bug).
-  private func write(
-    _ command: KVCommand, _ request: APIRequest, on eventLoop: any EventLoop,
-    render: @escaping @Sendable (KVResult) -> [UInt8]?
-  ) throws -> EventLoopFuture<APIResponse> {
-    let idempotencyKey = try idempotencyKey(request)
-    return node.submitWrite(command, idempotencyKey: idempotencyKey).hop(to: eventLoop).flatMapThrowing {
-      outcome in
-      guard let body = render(outcome.result) else {
-        if case .rejected(let reason) = outcome.result { throw APIError.badRequest(reason) }
-        throw APIError.internalError("unexpected result \(outcome.result)")
-      }
-      var response = APIResponse.json(.ok, body)
-      if outcome.replayed { response.headers.add(name: "Idempotent-Replayed", value: "true") }
-      return response
+      return .written(writer.bytes, replayed: result.replayed)
     }
   }
 
@@ -240,12 +220,8 @@ struct RaftDBAPI: HTTPResponding {
       }
     }
     guard let id = fields["id"], !id.isEmpty else { throw APIError.badRequest("missing \"id\"") }
-    guard let addr = fields["addr"], splitHostPort(addr) != nil else {
-      throw APIError.badRequest("missing or malformed \"addr\" (the raft address, host:port)")
-    }
-    let haddr = fields["haddr"] ?? ""
-    if !haddr.isEmpty && splitHostPort(haddr) == nil {
-      throw APIError.badRequest("malformed \"haddr\" (the HTTP address, host:port)")
+    guard let addr = fields["addr"] else {
+      throw APIError.badRequest("missing \"addr\" (the raft address, host:port)")
     }
     var memberID: NodeID?
     if let text = fields["member_id"] {
@@ -254,15 +230,15 @@ struct RaftDBAPI: HTTPResponding {
       }
       memberID = parsed
     }
-    let member = MemberInfo(name: id, raftAddress: addr, httpAddress: haddr)
     let promise = eventLoop.makePromise(of: APIResponse.self)
-    promise.completeWithTask { [node, voter, memberID] in
-      let outcome = try await node.addMember(member, memberID: memberID, asVoter: voter)
+    promise.completeWithTask { [service, voter, memberID] in
+      let joined = try await service.join(
+        name: id, raftAddress: addr, httpAddress: fields["haddr"] ?? "", memberID: memberID, asVoter: voter)
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("id", id)
-      writer.field("result", outcome)
-      writer.field("member_id", (memberID ?? MemberInfo.legacyNodeID(forName: id)).hex)
+      writer.field("result", joined.outcome)
+      writer.field("member_id", joined.memberID.hex)
       writer.endObject()
       return APIResponse.json(.ok, writer.bytes)
     }
@@ -278,8 +254,8 @@ struct RaftDBAPI: HTTPResponding {
       case .string(let id) = members[0].value, !id.isEmpty
     else { throw APIError.badRequest("body must be {\"id\": \"<member name>\"}") }
     let promise = eventLoop.makePromise(of: APIResponse.self)
-    promise.completeWithTask { [node] in
-      try await node.removeMember(named: id)
+    promise.completeWithTask { [service] in
+      try await service.remove(name: id)
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("removed", id)
@@ -289,7 +265,38 @@ struct RaftDBAPI: HTTPResponding {
     return promise.futureResult
   }
 
-  private func statusResponse(_ status: NodeStatusReport) -> APIResponse {
+  /// `POST /transfer-leadership {"id": "<member name>"}`, or with no body (or `{}`): to the most
+  /// caught-up voter. Answers once the new leader has taken over.
+  private func transferLeadership(_ request: APIRequest, on eventLoop: any EventLoop) throws
+    -> EventLoopFuture<APIResponse>
+  {
+    var target: String?
+    if let body = request.body, body.readableBytes > 0 {
+      let parsed = try readJSON(request)
+      guard case .object(let members) = parsed else {
+        throw APIError.badRequest("body must be {\"id\": \"<member name>\"} or empty")
+      }
+      for (name, field) in members {
+        guard name == "id", case .string(let text) = field else {
+          throw APIError.badRequest("body must be {\"id\": \"<member name>\"} or empty")
+        }
+        target = text
+      }
+    }
+    let promise = eventLoop.makePromise(of: APIResponse.self)
+    promise.completeWithTask { [service, target] in
+      let leader = try await service.transferLeadership(to: target)
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("leader", leader.name)
+      writer.field("haddr", leader.httpAddress)
+      writer.endObject()
+      return APIResponse.json(.ok, writer.bytes)
+    }
+    return promise.futureResult
+  }
+
+  private func statusResponse(_ status: MemberStatus) -> APIResponse {
     var writer = JSONWriter(capacity: 512)
     writer.beginObject()
     writer.field("id", status.name)
@@ -330,7 +337,7 @@ struct RaftDBAPI: HTTPResponding {
 
   /// `GET /health` goes through the node's loop on purpose: a 200 also says that the loop responds.
   private func health(on eventLoop: any EventLoop) -> EventLoopFuture<APIResponse> {
-    node.submitStatus().hop(to: eventLoop).map { status in
+    service.status(on: eventLoop).map { status in
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("status", "ok")
@@ -357,66 +364,31 @@ struct RaftDBAPI: HTTPResponding {
     guard let key = String(raw).removingPercentEncoding else {
       throw APIError.badRequest("key is not valid percent-encoded UTF-8")
     }
-    try validateKey(key)
     return key
   }
 
-  private func validateKey(_ key: String) throws(APIError) {
-    guard !key.isEmpty else { throw APIError.badRequest("key must not be empty") }
-    let bytes = key.utf8.count
-    guard bytes <= node.options.maxKeyBytes else {
-      throw APIError.badRequest("key of \(bytes) bytes exceeds the \(node.options.maxKeyBytes)-byte limit")
-    }
+  /// The `Idempotency-Key` header (the service checks its form).
+  private func idempotencyKey(_ request: APIRequest) -> String? {
+    request.head.headers.first(name: "Idempotency-Key")
   }
 
-  private func validateValue(_ value: String, for key: String) throws(APIError) {
-    let bytes = value.utf8.count
-    guard bytes <= node.options.maxValueBytes else {
-      throw APIError.payloadTooLarge(
-        "value of \"\(key)\" has \(bytes) bytes, over the \(node.options.maxValueBytes)-byte limit")
-    }
-  }
-
-  private func idempotencyKey(_ request: APIRequest) throws(APIError) -> String? {
-    guard let key = request.head.headers.first(name: "Idempotency-Key") else { return nil }
-    guard !key.isEmpty, key.utf8.count <= 256 else {
-      throw APIError.badRequest("Idempotency-Key must be 1 to 256 bytes")
-    }
-    return key
-  }
-
-  /// Maps a failure to its response: node errors by kind (not-leader becomes the course's 307 to the
-  /// leader's same path and query), API errors as they say, anything else as the node having stopped.
+  /// Maps a failure to its response: service errors through their table, API errors as they say,
+  /// anything else as the node having stopped.
   private func errorResponse(for error: any Error, request: APIRequest) -> APIResponse {
     switch error {
-    case let error as APIError: return error.response
-    case let error as NodeError: return response(for: error, request: request)
-    default: return APIError.unavailable("node is not running (\(error))").response
+    case let error as APIError: error.response
+    case let error as ServiceError: error.response(to: request)
+    default: APIError.unavailable("node is not running (\(error))").response
     }
   }
+}
 
-  private func response(for error: NodeError, request: APIRequest) -> APIResponse {
-    switch error {
-    case .notLeader(let leader?) where !leader.httpAddress.isEmpty:
-      var writer = JSONWriter()
-      writer.beginObject()
-      writer.field("error", "not the leader")
-      writer.field("leader", leader.name)
-      writer.endObject()
-      var response = APIResponse.json(.temporaryRedirect, writer.bytes)
-      response.headers.add(name: "Location", value: "http://\(leader.httpAddress)\(request.target)")
-      return response
-    case .notLeader:
-      return APIError.unavailable("no leader").response
-    case .outcomeUnknown(let why):
-      var response = APIError.unavailable(why).response
-      response.headers.add(name: "X-Raftdb-Outcome", value: "unknown")
-      return response
-    case .unavailable(let why), .stopped(let why):
-      return APIError.unavailable(why).response
-    case .invalid(let why): return APIError.badRequest(why).response
-    case .conflict(let why): return APIError.conflict(why).response
-    case .notFound(let why): return APIError.notFound(why).response
-    }
+extension APIResponse {
+  /// A write's answer: `Idempotent-Replayed: true` when it is the result of an earlier request with
+  /// the same key.
+  static func written(_ body: [UInt8], replayed: Bool) -> APIResponse {
+    var response = APIResponse.json(.ok, body)
+    if replayed { response.headers.add(name: "Idempotent-Replayed", value: "true") }
+    return response
   }
 }

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Raft
+import RaftDBService
 import RaftGroup
 import RaftStorage
 import RaftTransport

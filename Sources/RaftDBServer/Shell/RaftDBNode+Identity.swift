@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import Raft
+import RaftDBAPI
 import RaftDBClient
+import RaftDBService
 import RaftStorage
 
 /// What a joining node learns from its seed's `/status`: the cluster it is about to join and the

@@ -8,6 +8,10 @@ public struct MemberInfo: Sendable, Hashable, Codable {
   public var raftAddress: String
   public var httpAddress: String
 
+  /// The longest name or address a configuration entry's context holds: a longer one would not
+  /// decode, so a join refuses it.
+  public static let maxFieldBytes = 1024
+
   public init(name: String, raftAddress: String, httpAddress: String) {
     self.name = name
     self.raftAddress = raftAddress
@@ -39,9 +43,9 @@ public struct MemberInfo: Sendable, Hashable, Codable {
   public init?(decoding context: [UInt8]) {
     var reader = ByteReader(context)
     guard (try? reader.readUInt8()) == 1,
-      let name = try? reader.readLengthPrefixed(limit: 1024),
-      let raft = try? reader.readLengthPrefixed(limit: 1024),
-      let http = try? reader.readLengthPrefixed(limit: 1024),
+      let name = try? reader.readLengthPrefixed(limit: Self.maxFieldBytes),
+      let raft = try? reader.readLengthPrefixed(limit: Self.maxFieldBytes),
+      let http = try? reader.readLengthPrefixed(limit: Self.maxFieldBytes),
       reader.isAtEnd
     else { return nil }
     self.init(
@@ -52,7 +56,7 @@ public struct MemberInfo: Sendable, Hashable, Codable {
 
 extension Configuration {
   /// Members with the identities in their contexts (members without one show their numeric id).
-  var memberInfos: [(member: Member, info: MemberInfo)] {
+  public var memberInfos: [(member: Member, info: MemberInfo)] {
     members.map { member in
       (
         member,
@@ -62,7 +66,7 @@ extension Configuration {
     }
   }
 
-  func info(of id: NodeID) -> MemberInfo? {
+  public func info(of id: NodeID) -> MemberInfo? {
     member(id).flatMap { MemberInfo(decoding: $0.context) }
   }
 }
@@ -72,7 +76,7 @@ extension Configuration {
   /// when the join conflicts: the id belongs to a member of another name, the name to a member of
   /// another id (a node that lost its data directory gets a new id and must be removed first: its
   /// old id may have voted), or the member exists with other addresses.
-  func memberResumedByJoin(of info: MemberInfo, as memberID: NodeID) throws(NodeError) -> Member? {
+  public func memberResumedByJoin(of info: MemberInfo, as memberID: NodeID) throws(ServiceError) -> Member? {
     for (member, known) in memberInfos {
       if member.id == memberID {
         guard known.name == info.name else {

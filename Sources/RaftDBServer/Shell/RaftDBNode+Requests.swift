@@ -2,32 +2,19 @@ import Foundation
 import KVStore
 import NIOCore
 import Raft
+import RaftDBAPI
+import RaftDBService
 import RaftGroup
-
-/// A snapshot of the node for `/status`.
-public struct NodeStatusReport: Sendable {
-  public var name: String
-  public var state: String
-  public var term: UInt64
-  public var leader: MemberInfo?
-  public var commitIndex: UInt64
-  public var appliedIndex: UInt64
-  public var lastLogIndex: UInt64
-  public var snapshotIndex: UInt64
-  public var members: [(info: MemberInfo, voter: Bool, id: NodeID)]
-  public var keys: Int
-  public var memberID: NodeID
-  public var clusterID: UInt64
-}
 
 extension RaftDBNode {
   /// Runs `body` on the node's loop and awaits the future it returns, mapping every failure to a
-  /// `NodeError`.
-  func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) async throws(NodeError) -> T
+  /// `ServiceError`.
+  func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) async throws(ServiceError)
+    -> T
   {
     do {
       return try await loop.flatSubmit(body).get()
-    } catch let error as NodeError {
+    } catch let error as ServiceError {
       throw error
     } catch {
       throw .stopped("node is not running (\(error))")
@@ -38,12 +25,12 @@ extension RaftDBNode {
     raft.knownLeader.flatMap { raft.configuration.info(of: $0) }
   }
 
-  func notLeaderError() -> NodeError {
+  func notLeaderError() -> ServiceError {
     if let leader = raft.knownLeader, leader != id, let info = leaderInfo { return .notLeader(leader: info) }
     return .unavailable("no leader")
   }
 
-  func proposalError(_ error: ProposalError) -> NodeError {
+  func proposalError(_ error: ProposalError) -> ServiceError {
     switch error {
     case .notLeader: notLeaderError()
     case .leadershipTransferInProgress: .unavailable("leadership transfer in progress; retry")
@@ -52,13 +39,20 @@ extension RaftDBNode {
     case .configurationChangePending: .unavailable("another membership change is in progress; retry")
     case .invalidConfigurationChange(let reason): .conflict(describe(reason))
     case .entryTooLarge(let bytes, let limit):
-      .invalid("request of \(bytes) bytes exceeds the \(limit)-byte limit")
+      .tooLarge("request of \(bytes) bytes exceeds the \(limit)-byte limit")
     }
   }
 
+  /// What a proposal is, for the errors that name it.
+  enum ProposalKind: String {
+    case write
+    case membershipChange = "membership change"
+  }
+
   /// What the client hears when the group refused or lost a request. `proposed` is true once the
-  /// request is in the log (then a lost outcome is unknown, not refused), and `what` names it.
-  func nodeError(_ error: GroupError, proposed: Bool = false, what: String = "write") -> NodeError {
+  /// request is in the log (then a lost outcome is unknown, not refused).
+  func serviceError(_ error: GroupError, proposed: Bool = false, kind: ProposalKind = .write) -> ServiceError
+  {
     switch error {
     case .proposalRefused(let refusal): proposalError(refusal)
     case .notLeader, .readFailed(.noLeader), .readFailed(.leadershipLost): notLeaderError()
@@ -71,9 +65,9 @@ extension RaftDBNode {
     case .timedOut(.apply): .unavailable("timed out waiting for the state machine to catch up")
     case .leadershipChanged:
       .outcomeUnknown(
-        what == "write"
+        kind == .write
           ? "leadership changed before the write committed; retry"
-          : "leadership changed before the \(what) committed")
+          : "leadership changed before the \(kind.rawValue) committed")
     case .replacedBySnapshot: .outcomeUnknown("replaced by a snapshot before the result was known; retry")
     case .stopped(let reason) where proposed:
       .outcomeUnknown(
@@ -84,30 +78,26 @@ extension RaftDBNode {
 
   // MARK: Writes
 
-  /// Proposes a write on the leader; the future completes once it is committed and applied. A
-  /// future rather than an async function: the HTTP server waits on the event loop that owns the
-  /// connection instead of in a task, which saves the hops through Swift concurrency's thread pool.
-  /// Fails with a `NodeError`, or an `EventLoopError` once the node's loop has shut down.
-  public func submitWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
-    loop.flatSubmit { self.proposeWrite(command, idempotencyKey: idempotencyKey) }
+  /// Proposes a validated write on the leader (`ServiceBackend`); the future completes once it is
+  /// committed and applied. The request is encoded on the caller's thread, not the node loop.
+  public func submitWrite(_ request: KVRequest) -> EventLoopFuture<WriteOutcome> {
+    let bytes = request.encoded()
+    return loop.flatSubmit { self.proposeWrite(bytes) }
   }
 
-  private func proposeWrite(_ command: KVCommand, idempotencyKey: String?) -> EventLoopFuture<WriteOutcome> {
-    let request = KVRequest(
-      command: command, idempotencyKey: idempotencyKey,
-      proposedAtMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
+  private func proposeWrite(_ bytes: [UInt8]) -> EventLoopFuture<WriteOutcome> {
     let promise = loop.makePromise(of: WriteOutcome.self)
     do {
-      try group.propose(request.encoded()) { result in
+      try group.propose(bytes) { result in
         switch result {
         case .success(let outcome):
           promise.succeed(WriteOutcome(result: outcome.result, replayed: outcome.isDuplicate))
         case .failure(let error):
-          promise.fail(self.nodeError(error, proposed: true))
+          promise.fail(self.serviceError(error, proposed: true))
         }
       }
     } catch {
-      promise.fail(nodeError(error))
+      promise.fail(serviceError(error))
       return promise.futureResult
     }
     metrics.proposals.increment()
@@ -133,11 +123,11 @@ extension RaftDBNode {
       try group.read(level == .consistent ? .readIndex : .lease) { result in
         switch result {
         case .success: promise.succeed(self.machine.get(key))
-        case .failure(let error): promise.fail(self.nodeError(error))
+        case .failure(let error): promise.fail(self.serviceError(error))
         }
       }
     } catch {
-      promise.fail(nodeError(error))
+      promise.fail(serviceError(error))
     }
     return promise.futureResult
   }
@@ -148,12 +138,12 @@ extension RaftDBNode {
   /// any quorum; then, once it has caught up, promotes it to voter (unless `asVoter` is false).
   /// Repeating the call is harmless: it resumes wherever the member is. `memberID` is the id the
   /// joining node chose for itself (nil: the legacy id of its name, as builds before member ids use).
-  public func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(NodeError)
+  public func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(ServiceError)
     -> String
   {
     let memberID = memberID ?? MemberInfo.legacyNodeID(forName: info.name)
     let existing: Member? = try await onLoop {
-      self.loop.makeCompletedFuture { () throws(NodeError) -> Member? in
+      self.loop.makeCompletedFuture { () throws(ServiceError) -> Member? in
         guard self.raft.isLeader else { throw self.notLeaderError() }
         return try self.raft.configuration.memberResumedByJoin(of: info, as: memberID)
       }
@@ -169,9 +159,9 @@ extension RaftDBNode {
   }
 
   /// Removes a member by name (or member id, in hex as `/status` shows it, or in decimal).
-  public func removeMember(named name: String) async throws(NodeError) {
+  public func removeMember(named name: String) async throws(ServiceError) {
     let memberID: NodeID = try await onLoop {
-      self.loop.makeCompletedFuture { () throws(NodeError) -> NodeID in
+      self.loop.makeCompletedFuture { () throws(ServiceError) -> NodeID in
         guard self.raft.isLeader else { throw self.notLeaderError() }
         guard
           let match = self.raft.configuration.memberInfos.first(where: {
@@ -186,7 +176,7 @@ extension RaftDBNode {
 
   /// Proposes a membership change and waits for it to commit, retrying while an earlier change (or
   /// the leader's first entry) is still settling.
-  private func changeConfiguration(_ change: ConfigurationChange) async throws(NodeError) {
+  private func changeConfiguration(_ change: ConfigurationChange) async throws(ServiceError) {
     let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
     while true {
       do {
@@ -205,21 +195,21 @@ extension RaftDBNode {
     do {
       try group.proposeConfigurationChange(change) { result in
         promise.completeWith(
-          result.mapError { self.nodeError($0, proposed: true, what: "membership change") })
+          result.mapError { self.serviceError($0, proposed: true, kind: .membershipChange) })
       }
     } catch {
-      promise.fail(nodeError(error))
+      promise.fail(serviceError(error))
     }
     return promise.futureResult
   }
 
   /// Waits until a learner's log reaches the commit index the leader had when the wait began.
-  private func waitForCatchUp(_ memberID: NodeID) async throws(NodeError) {
+  private func waitForCatchUp(_ memberID: NodeID) async throws(ServiceError) {
     let target: UInt64 = try await onLoop { self.loop.makeSucceededFuture(self.raft.commitIndex) }
     let deadline = ContinuousClock.now + .milliseconds(max(options.requestTimeoutMillis, 30_000))
     while ContinuousClock.now < deadline {
       let match: UInt64? = try await onLoop {
-        self.loop.makeCompletedFuture { () throws(NodeError) -> UInt64? in
+        self.loop.makeCompletedFuture { () throws(ServiceError) -> UInt64? in
           guard self.raft.isLeader else { throw self.notLeaderError() }
           return self.raft.status.followers.first { $0.id == memberID }?.matchIndex
         }
@@ -230,15 +220,65 @@ extension RaftDBNode {
     throw .unavailable("the new member is still catching up; retry the join")
   }
 
+  // MARK: Leadership
+
+  /// Hands leadership to `name` (nil: the most caught-up voter that is recently active) and waits
+  /// until this node has seen another leader take over, as etcd's move-leader does.
+  public func transferLeadership(to name: String?) async throws(ServiceError) -> MemberInfo {
+    let target: NodeID = try await onLoop {
+      self.loop.makeCompletedFuture { () throws(ServiceError) -> NodeID in
+        guard self.raft.isLeader else { throw self.notLeaderError() }
+        let status = self.raft.status
+        let target: NodeID?
+        if let name {
+          guard
+            let match = status.configuration.memberInfos.first(where: {
+              $0.info.name == name || $0.member.id == NodeID(hex: name)
+            })
+          else { throw .notFound("no member named \(name)") }
+          target = match.member.id
+        } else {
+          target = self.mostCaughtUpVoter()
+        }
+        guard let target else { throw .unavailable("no caught-up voter to hand leadership to") }
+        do throws(LeadershipTransferError) {
+          try self.group.transferLeadership(to: target)
+        } catch {
+          switch error {
+          case .notLeader: throw self.notLeaderError()
+          case .notAVoter: throw .invalidArgument("\(self.name(of: target)) is not a voter")
+          case .alreadyLeader: throw .invalidArgument("\(self.name(of: target)) is already the leader")
+          }
+        }
+        self.logger.info("handing leadership to \(self.name(of: target)) on request")
+        return target
+      }
+    }
+    let deadline =
+      ContinuousClock.now
+      + .milliseconds(max(options.requestTimeoutMillis, 2 * options.electionTimeoutMillis))
+    while ContinuousClock.now < deadline {
+      let leader: MemberInfo? = try await onLoop {
+        self.loop.makeSucceededFuture(self.raft.knownLeader == target ? self.leaderInfo : nil)
+      }
+      if let leader { return leader }
+      try? await Task.sleep(for: .milliseconds(max(1, options.heartbeatIntervalMillis / 2)))
+    }
+    throw .outcomeUnknown("leadership did not move to the target in time; see /status")
+  }
+
   // MARK: Status
 
-  /// The node's state for `/status` and `/health`, as a future (see `submitWrite`).
-  public func submitStatus() -> EventLoopFuture<NodeStatusReport> { loop.flatSubmit { self.statusReport() } }
+  /// The service over this node, which the protocol adapters call.
+  public var service: KVService { KVService(backend: self, limits: options.kvLimits) }
 
-  private func statusReport() -> EventLoopFuture<NodeStatusReport> {
+  /// The node's state for `/status` and `/health`, as a future (see `submitWrite`).
+  public func submitStatus() -> EventLoopFuture<MemberStatus> { loop.flatSubmit { self.statusReport() } }
+
+  private func statusReport() -> EventLoopFuture<MemberStatus> {
     let status = self.raft.status
     return self.loop.makeSucceededFuture(
-      NodeStatusReport(
+      MemberStatus(
         name: self.identity.name, state: self.roleName(status.role), term: status.term,
         leader: self.leaderInfo,
         commitIndex: status.commitIndex, appliedIndex: self.machine.appliedIndex,
@@ -248,3 +288,5 @@ extension RaftDBNode {
         keys: self.machine.count, memberID: id, clusterID: clusterID))
   }
 }
+
+extension RaftDBNode: ServiceBackend {}

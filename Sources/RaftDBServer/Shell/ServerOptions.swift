@@ -1,4 +1,6 @@
+import KVStore
 import Logging
+import RaftDBService
 
 /// Everything a node is configured with; `raftdb --help` documents each flag.
 public struct ServerOptions: Sendable {
@@ -79,5 +81,16 @@ public struct ServerOptions: Sendable {
 
   public var identity: MemberInfo {
     MemberInfo(name: name, raftAddress: raftAddress, httpAddress: httpAddress)
+  }
+}
+
+extension ServerOptions {
+  /// The limits the state machine applies. Every member of a cluster must run with the same ones: a
+  /// replica's verdict on an entry must follow from the log alone.
+  public var kvLimits: KVLimits {
+    var limits = KVLimits()
+    limits.maxKeyBytes = maxKeyBytes
+    limits.maxValueBytes = maxValueBytes
+    return limits
   }
 }

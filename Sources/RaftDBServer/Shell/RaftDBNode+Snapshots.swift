@@ -3,6 +3,7 @@ import KVStore
 import Logging
 import NIOCore
 import Raft
+import RaftDBService
 import RaftGroup
 import RaftStorage
 import RaftTransport
@@ -199,18 +200,23 @@ extension RaftDBNode {
   /// most caught-up voter rather than keep the cluster waiting on it.
   func stepDownForResourceExhaustion(_ reason: String) {
     guard raft.isLeader else { return }
-    let status = raft.status
-    let candidate = status.followers
-      .filter { status.configuration.isVoter($0.id) && $0.recentlyActive }
-      .max { $0.matchIndex < $1.matchIndex }
-    guard let candidate else {
+    guard let candidate = mostCaughtUpVoter() else {
       logger.error("cannot accept connections (\(reason)) and no voter to hand leadership to")
       return
     }
     logger.error(
-      "cannot accept connections (\(reason)); handing leadership to \(name(of: candidate.id))"
+      "cannot accept connections (\(reason)); handing leadership to \(name(of: candidate))"
     )
-    try? group.transferLeadership(to: candidate.id)
+    try? group.transferLeadership(to: candidate)
+  }
+
+  /// The voter other than this leader with the longest matching log among those recently heard
+  /// from: the one to hand leadership to.
+  func mostCaughtUpVoter() -> NodeID? {
+    let status = raft.status
+    return status.followers
+      .filter { status.configuration.isVoter($0.id) && $0.recentlyActive }
+      .max { $0.matchIndex < $1.matchIndex }?.id
   }
 
   /// Counts a peer message the core refused and logs it (rate-limited: a flood costs a counter each).

@@ -3,7 +3,9 @@ import KVStore
 import Logging
 import NIOCore
 import Raft
+import RaftDBAPI
 import RaftDBClient
+import RaftDBService
 import RaftStorage
 import RaftTransport
 
@@ -62,10 +64,7 @@ extension RaftDBNode {
       options: options, storage: storage, hasState: hasState, logger: logger)
 
     let metrics = NodeMetrics()
-    var limits = KVLimits()
-    limits.maxKeyBytes = options.maxKeyBytes
-    limits.maxValueBytes = options.maxValueBytes
-    let machine = KVStateMachine(limits: limits)
+    let machine = KVStateMachine(limits: options.kvLimits)
     if let snapshot = recovered.snapshot {
       let source = try storage.snapshots.open(snapshot)
       defer { source.close() }

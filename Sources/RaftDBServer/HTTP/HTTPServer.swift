@@ -6,7 +6,7 @@ import NIOPosix
 import RaftTransport
 
 /// The HTTP/1.1 server of the client API, directly on SwiftNIO: connections live on the network
-/// event loops and requests are answered there (see `RaftDBAPI` for why there is no framework in
+/// event loops and requests are answered there (see `HTTPAdapter` for why there is no framework in
 /// between). It bounds the number of open connections (evicting the one longest waiting for its
 /// client when the table is full, see `ConnectionRegistry`), closes connections silent for the idle
 /// timeout or slower than the head and body deadlines, bounds the request bodies held across all
@@ -30,7 +30,7 @@ public final class RaftDBHTTPServer: Sendable {
   public static func start(
     node: RaftDBNode, host: String, port: Int, group: any EventLoopGroup, logger: Logger
   ) async throws -> RaftDBHTTPServer {
-    let api = RaftDBAPI(node: node)
+    let api = HTTPAdapter(service: node.service, metrics: node.metrics)
     let options = node.options
     let limits = HTTPLimits(
       maxBodyBytes: options.maxRequestBytes,

@@ -1,0 +1,78 @@
+import KVStore
+import NIOCore
+import Raft
+import RaftDBAPI
+
+/// What the service needs from a member: the process shell (`RaftDBNode`) implements it over its
+/// Raft group, and tests can implement it without one. Requests reaching it are already validated.
+///
+/// Futures rather than async functions: a protocol adapter waits on the event loop that owns its
+/// connection instead of in a task, which saves the hops through Swift concurrency's thread pool
+/// (BENCHMARKS.md). Every failure is a `ServiceError`, or an `EventLoopError` once the member's loop
+/// has shut down.
+public protocol ServiceBackend: Sendable {
+  /// Proposes an encoded, validated `KVRequest` on the leader; completes once it is committed and
+  /// applied, with the state machine's result.
+  func submitWrite(_ request: KVRequest) -> EventLoopFuture<WriteOutcome>
+  /// The value of `key` in the last published read view of this member (a `stale` read): answered
+  /// on the caller's thread.
+  func staleRead(_ key: String) -> KVRecord?
+  /// A `default` (lease) or `consistent` (ReadIndex) read on the leader, once its state machine has
+  /// applied through the read index. `level` is never `stale`.
+  func submitRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?>
+  func submitStatus() -> EventLoopFuture<MemberStatus>
+  /// Adds a member (as a learner first; then promotes it unless `asVoter` is false) and says what it
+  /// did ("added as voter", "already a member", ...).
+  func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(ServiceError) -> String
+  /// Removes the member named `name` (or with that member id).
+  func removeMember(named name: String) async throws(ServiceError)
+  /// Hands leadership to `name` (nil: the most caught-up voter) and waits until it took over;
+  /// returns the new leader.
+  func transferLeadership(to name: String?) async throws(ServiceError) -> MemberInfo
+}
+
+/// The outcome of a write, with whether it replayed an earlier result (idempotent retry).
+public struct WriteOutcome: Sendable {
+  public var result: KVResult
+  public var replayed: Bool
+
+  public init(result: KVResult, replayed: Bool) {
+    self.result = result
+    self.replayed = replayed
+  }
+}
+
+/// A member's view of itself and its cluster, for `/status` and `/health`.
+public struct MemberStatus: Sendable {
+  public var name: String
+  public var state: String
+  public var term: UInt64
+  public var leader: MemberInfo?
+  public var commitIndex: UInt64
+  public var appliedIndex: UInt64
+  public var lastLogIndex: UInt64
+  public var snapshotIndex: UInt64
+  public var members: [(info: MemberInfo, voter: Bool, id: NodeID)]
+  public var keys: Int
+  public var memberID: NodeID
+  public var clusterID: UInt64
+
+  public init(
+    name: String, state: String, term: UInt64, leader: MemberInfo?, commitIndex: UInt64,
+    appliedIndex: UInt64, lastLogIndex: UInt64, snapshotIndex: UInt64,
+    members: [(info: MemberInfo, voter: Bool, id: NodeID)], keys: Int, memberID: NodeID, clusterID: UInt64
+  ) {
+    self.name = name
+    self.state = state
+    self.term = term
+    self.leader = leader
+    self.commitIndex = commitIndex
+    self.appliedIndex = appliedIndex
+    self.lastLogIndex = lastLogIndex
+    self.snapshotIndex = snapshotIndex
+    self.members = members
+    self.keys = keys
+    self.memberID = memberID
+    self.clusterID = clusterID
+  }
+}

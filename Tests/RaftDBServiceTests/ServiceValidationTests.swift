@@ -1,0 +1,188 @@
+import KVStore
+import NIOCore
+import NIOPosix
+import Raft
+import RaftDBAPI
+import RaftDBService
+import Synchronization
+import Testing
+
+/// The service refuses, before proposing, exactly what a replica would reject when it applies the
+/// entry (plus one documented extra: an expected value no stored value could match). A backend that
+/// applies each request to a real `KVStateMachine` — without validating anything itself — shows
+/// both verdicts side by side on seeded random requests, and that nothing refused reaches it.
+@Suite struct ServiceValidationTests {
+  static var limits: KVLimits {
+    var limits = KVLimits()
+    limits.maxKeyBytes = 8
+    limits.maxValueBytes = 16
+    limits.maxPairsPerPut = 4
+    limits.maxIdempotencyKeyBytes = 6
+    return limits
+  }
+
+  @Test func theServiceRefusesWhatAReplicaWouldReject() async throws {
+    let loops = MultiThreadedEventLoopGroup.singleton
+    let backend = MachineBackend(limits: Self.limits, loop: loops.next())
+    let service = KVService(backend: backend, limits: Self.limits)
+    var random = SplitMix64(seed: 20_261_201)
+    var refused = 0
+    var accepted = 0
+    for round in 0..<3_000 {
+      let (command, idempotencyKey) = Self.randomRequest(&random, round: round)
+      // What a replica says about the same request, on a state machine of its own.
+      let verdict = Self.replicaVerdict(command, idempotencyKey: idempotencyKey)
+      let proposedBefore = backend.proposals
+      let answer: ServiceError?
+      do {
+        switch command {
+        case .put(let pairs):
+          _ = try await service.put(pairs, idempotencyKey: idempotencyKey, on: loops.next()).get()
+        case .delete(let key):
+          _ = try await service.delete(key, idempotencyKey: idempotencyKey, on: loops.next()).get()
+        case .compareAndSet(let key, let expected, let value):
+          _ = try await service.compareAndSet(
+            key, expected: expected, value: value, idempotencyKey: idempotencyKey, on: loops.next()
+          ).get()
+        }
+        answer = nil
+      } catch let error as ServiceError {
+        answer = error
+      }
+      if let answer {
+        refused += 1
+        #expect(backend.proposals == proposedBefore, "round \(round): \(answer) was refused after proposing")
+        switch answer {
+        case .invalidArgument, .tooLarge: break
+        default:
+          Issue.record("round \(round): refused with \(answer), not as an invalid or too large request")
+          continue
+        }
+      } else {
+        accepted += 1
+      }
+      let serviceAccepts = answer == nil
+      if Self.isUnmatchableComparison(command) {
+        #expect(!serviceAccepts, "round \(round): an unmatchable expected value was proposed")
+      } else {
+        #expect(
+          serviceAccepts == (verdict == nil),
+          "round \(round): the service \(serviceAccepts ? "accepted" : "refused (\(answer!))") \(command) with key \(idempotencyKey ?? "none"), a replica \(verdict.map { "rejects it: \($0)" } ?? "accepts it")"
+        )
+      }
+    }
+    // The generator must exercise both sides, or the agreement above proves nothing.
+    #expect(refused > 400 && accepted > 400, "refused \(refused), accepted \(accepted)")
+  }
+
+  /// A put of more pairs than a replica allows is refused before it is proposed (before, it was
+  /// replicated and then rejected by every replica).
+  @Test func aPutOfTooManyPairsIsRefusedBeforeProposing() async throws {
+    let loops = MultiThreadedEventLoopGroup.singleton
+    let backend = MachineBackend(limits: Self.limits, loop: loops.next())
+    let service = KVService(backend: backend, limits: Self.limits)
+    let pairs = (0..<5).map { KeyValue(key: "k\($0)", value: "v") }
+    await #expect(throws: ServiceError.invalidArgument("a put of 5 keys exceeds the limit of 4 keys per put"))
+    {
+      try await service.put(pairs, idempotencyKey: nil, on: loops.next()).get()
+    }
+    #expect(backend.proposals == 0)
+  }
+
+  static func replicaVerdict(_ command: KVCommand, idempotencyKey: String?) -> String? {
+    let machine = KVStateMachine(limits: limits)
+    let request = KVRequest(command: command, idempotencyKey: idempotencyKey, proposedAtMillis: 1)
+    if case .rejected(let reason) = machine.apply(index: 1, data: request.encoded()).result { return reason }
+    return nil
+  }
+
+  static func isUnmatchableComparison(_ command: KVCommand) -> Bool {
+    if case .compareAndSet(_, let expected?, _) = command {
+      return expected.utf8.count > limits.maxValueBytes
+    }
+    return false
+  }
+
+  /// Keys, values and idempotency keys around each limit (empty, at it, one over, multi-byte
+  /// UTF-8, non-ASCII), and puts of 0 to 6 pairs with occasional repeated keys.
+  static func randomRequest(_ random: inout SplitMix64, round: Int) -> (KVCommand, String?) {
+    func pick(_ n: Int) -> Int { Int(random.next() % UInt64(n)) }
+    func text(around limit: Int) -> String {
+      let length = [0, 1, limit - 1, limit, limit, limit + 1, pick(limit), pick(limit), pick(limit + 3)][
+        pick(9)]
+      let unit = ["a", "\u{E9}", "z"][pick(3)]
+      var result = ""
+      while result.utf8.count + unit.utf8.count <= max(0, length) { result += unit }
+      if result.utf8.count < length { result += "b" }
+      return result
+    }
+    let idempotencyKey: String? =
+      switch pick(10) {
+      case 0: ""
+      case 1: "key\u{7}"
+      case 2: "k\u{E9}y"
+      case 3: String(repeating: "k", count: 7)
+      case 4, 5, 6: "r\(round)"  // Unique: a replay would answer with another request's result.
+      default: nil
+      }
+    let command: KVCommand
+    switch pick(3) {
+    case 0:
+      var pairs = (0..<pick(7)).map { _ in
+        KeyValue(key: text(around: limits.maxKeyBytes), value: text(around: 16))
+      }
+      if pairs.count > 1 && pick(4) == 0 { pairs[1].key = pairs[0].key }
+      command = .put(pairs)
+    case 1:
+      command = .delete(key: text(around: limits.maxKeyBytes))
+    default:
+      command = .compareAndSet(
+        key: text(around: limits.maxKeyBytes), expected: pick(3) == 0 ? nil : text(around: 16),
+        value: text(around: 16))
+    }
+    return (command, idempotencyKey)
+  }
+}
+
+/// Applies every request it is given to a real state machine, validating nothing itself: whatever
+/// the service lets through reaches the replica's rules.
+final class MachineBackend: ServiceBackend {
+  private let state: Mutex<(machine: KVStateMachine, index: UInt64, proposals: Int)>
+  private let loop: any EventLoop
+
+  init(limits: KVLimits, loop: any EventLoop) {
+    state = Mutex((KVStateMachine(limits: limits), 0, 0))
+    self.loop = loop
+  }
+
+  var proposals: Int { state.withLock { $0.proposals } }
+
+  func submitWrite(_ request: KVRequest) -> EventLoopFuture<WriteOutcome> {
+    let outcome = state.withLock { state in
+      state.index += 1
+      state.proposals += 1
+      return state.machine.apply(index: state.index, data: request.encoded())
+    }
+    return loop.makeSucceededFuture(WriteOutcome(result: outcome.result, replayed: outcome.isDuplicate))
+  }
+
+  func staleRead(_ key: String) -> KVRecord? { state.withLock { $0.machine.get(key) } }
+
+  func submitRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?> {
+    loop.makeSucceededFuture(staleRead(key))
+  }
+
+  func submitStatus() -> EventLoopFuture<MemberStatus> {
+    loop.makeFailedFuture(ServiceError.unavailable("not modelled"))
+  }
+
+  func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(ServiceError) -> String {
+    throw .unavailable("not modelled")
+  }
+
+  func removeMember(named name: String) async throws(ServiceError) { throw .unavailable("not modelled") }
+
+  func transferLeadership(to name: String?) async throws(ServiceError) -> MemberInfo {
+    throw .unavailable("not modelled")
+  }
+}
