@@ -18,6 +18,7 @@ struct KVCanonicalState: Hashable, Sendable {
   var revision: UInt64
   var dataBytes: Int
   var clockMillis: UInt64
+  var clusterVersion: UInt32
   /// In ascending key byte order.
   var keys: [Key]
   /// Oldest first.
@@ -36,7 +37,7 @@ extension KVSnapshot {
     }
     return KVCanonicalState(
       appliedIndex: appliedIndex, revision: revision, dataBytes: dataBytes,
-      clockMillis: idempotency.clockMillis,
+      clockMillis: idempotency.clockMillis, clusterVersion: clusterVersion,
       keys: sorted.map { entry in .init(key: entry.withKey { Array($0) }, record: entry.record) },
       remembered: remembered)
   }

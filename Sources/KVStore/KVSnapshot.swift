@@ -1,7 +1,7 @@
 import HashTreeCollections
 import Raft
 
-// Snapshot stream, format version 1: a sequence of frames
+// Snapshot stream, format version 1 or 2: a sequence of frames
 //
 //   kind: u8, payload length: u32 (big-endian), checksum of payload: u64 (big-endian), payload
 //
@@ -11,7 +11,9 @@ import Raft
 // the chunks a transport delivers; the decoder reassembles.
 //
 //   header:       magic "RKVS" u32, format version u8, appliedIndex u64, revision u64,
-//                 entry count u64, dataBytes u64, idempotency clock u64, idempotency record count u64
+//                 entry count u64, dataBytes u64, idempotency clock u64, idempotency record count u64,
+//                 and in version 2 the cluster version u32. A snapshot is written in version 1 while
+//                 the cluster version is 1, so that every member (an older build among them) reads it.
 //   entries:      per key, varints: key length, value length, createRevision, modRevision, version;
 //                 then key bytes, value bytes. In hash order: replicas' streams differ, states do not.
 //   idempotency:  per record, oldest first: key (u32 length + bytes), proposedAtMillis u64,
@@ -20,7 +22,8 @@ import Raft
 
 enum SnapshotFormat {
   static let magic: UInt32 = 0x524B_5653  // "RKVS"
-  static let version: UInt8 = 1
+  /// Version 2 added the cluster version to the header.
+  static let version: UInt8 = 2
   static let frameHeaderBytes = 13
   static let kindHeader: UInt8 = 1
   static let kindEntries: UInt8 = 2
@@ -37,18 +40,21 @@ public struct KVSnapshot: Sendable {
   public let appliedIndex: UInt64
   public let revision: UInt64
   public let dataBytes: Int
+  /// The cluster version the log had agreed at `appliedIndex`.
+  public let clusterVersion: UInt32
   let entries: TreeSet<Entry>
   let idempotency: IdempotencyTable
 
   init(
     appliedIndex: UInt64, revision: UInt64, dataBytes: Int, entries: TreeSet<Entry>,
-    idempotency: IdempotencyTable
+    idempotency: IdempotencyTable, clusterVersion: UInt32
   ) {
     self.appliedIndex = appliedIndex
     self.revision = revision
     self.dataBytes = dataBytes
     self.entries = entries
     self.idempotency = idempotency
+    self.clusterVersion = clusterVersion
   }
 
   public var count: Int { entries.count }
@@ -113,14 +119,16 @@ public struct KVSnapshot: Sendable {
 
     private func headerPayload() -> [UInt8] {
       var writer = ByteWriter(capacity: 64)
+      let version: UInt8 = snapshot.clusterVersion > ClusterVersion.initial ? SnapshotFormat.version : 1
       writer.write(SnapshotFormat.magic)
-      writer.write(SnapshotFormat.version)
+      writer.write(version)
       writer.write(snapshot.appliedIndex)
       writer.write(snapshot.revision)
       writer.write(UInt64(snapshot.entries.count))
       writer.write(UInt64(snapshot.dataBytes))
       writer.write(snapshot.idempotency.clockMillis)
       writer.write(UInt64(snapshot.idempotency.count))
+      if version >= 2 { writer.write(snapshot.clusterVersion) }
       return writer.bytes
     }
 
@@ -192,7 +200,7 @@ private func sealFrame(kind: UInt8, at start: Int, in chunk: inout [UInt8]) {
   }
 }
 
-// Result encoding: tag u8 (1 put, 2 delete, 3 compare-and-set, 4 rejected), then
+// Result encoding: tag u8 (1 put, 2 delete, 3 compare-and-set, 4 rejected, 5 cluster version), then
 //   put: revision u64 | delete: existed bool, revision u64 |
 //   compare-and-set: succeeded bool, has-current bool, [current: u32 length + bytes], revision u64 |
 //   rejected: reason (u32 length + bytes)
@@ -214,6 +222,10 @@ private func writeResult(_ result: KVResult, to writer: inout ByteWriter) {
   case .rejected(let reason):
     writer.write(UInt8(4))
     writer.writeLengthPrefixed(Array(reason.utf8))
+  case .clusterVersion(let version):
+    // Never recorded (a set-cluster-version carries no idempotency key); encoded to stay total.
+    writer.write(UInt8(5))
+    writer.write(version)
   }
 }
 
@@ -231,6 +243,8 @@ private func readResult(_ reader: inout ByteReader) throws(KVDecodingError) -> K
       return .compareAndSet(succeeded: succeeded, current: current, revision: try reader.readUInt64())
     case 4:
       return .rejected(reason: try readString(&reader))
+    case 5:
+      return .clusterVersion(try reader.readUInt32())
     case let other:
       throw .invalidValue("result tag \(other)")
     }
@@ -266,6 +280,7 @@ public struct KVSnapshotDecoder {
     var dataBytes: UInt64
     var clockMillis: UInt64
     var idempotencyCount: UInt64
+    var clusterVersion = ClusterVersion.initial
   }
 
   private enum Phase: Int, Comparable {
@@ -305,7 +320,7 @@ public struct KVSnapshotDecoder {
     else { throw .invalidSnapshot("counts do not match the header") }
     return KVSnapshot(
       appliedIndex: header.appliedIndex, revision: header.revision, dataBytes: Int(dataBytes),
-      entries: entries, idempotency: idempotency)
+      entries: entries, idempotency: idempotency, clusterVersion: header.clusterVersion)
   }
 
   /// Decodes the complete frames at the start of `buffer`; returns how many bytes they took.
@@ -377,9 +392,16 @@ public struct KVSnapshotDecoder {
       )
     }
     guard decoded.0 == SnapshotFormat.magic else { throw .invalidSnapshot("not a key-value snapshot") }
-    guard decoded.1 == SnapshotFormat.version else { throw .unsupportedVersion(decoded.1) }
+    guard (1...SnapshotFormat.version).contains(decoded.1) else { throw .unsupportedVersion(decoded.1) }
+    var header = decoded.2
+    if decoded.1 >= 2 {
+      header.clusterVersion = try mapFailure { () throws(ByteReader.Failure) in try reader.readUInt32() }
+      guard header.clusterVersion > ClusterVersion.initial else {
+        throw .invalidSnapshot("a version 2 snapshot of cluster version \(header.clusterVersion)")
+      }
+    }
     guard reader.isAtEnd else { throw .trailingBytes(reader.remaining) }
-    header = decoded.2
+    self.header = header
     idempotency.setClock(decoded.2.clockMillis)
   }
 

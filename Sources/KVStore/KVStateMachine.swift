@@ -11,17 +11,29 @@ public final class KVStateMachine {
   public private(set) var revision: UInt64 = 0
   /// Approximate bytes of keys+values held (for metrics): UTF-8 bytes, without per-key overhead.
   public private(set) var dataBytes = 0
+  /// The cluster version the log has agreed (`setClusterVersion`); commands that need a newer one
+  /// are not proposed.
+  public private(set) var clusterVersion = ClusterVersion.initial
+  /// The newest cluster version this replica can apply: `ClusterVersion.latest`, or lower for a
+  /// replica that stands in for an older build in tests. Commands it does not know it rejects as
+  /// an older build would.
+  public let supportedClusterVersion: UInt32
+  /// Set once the log raised the cluster version above `supportedClusterVersion`: this replica can
+  /// no longer apply the cluster's commands as the others do and must stop (its node exits and asks
+  /// for an upgrade, as etcd refuses to run below its cluster's version).
+  public private(set) var unsupportedClusterVersion: UInt32?
 
   private var entries = TreeSet<Entry>()
   private var idempotency = IdempotencyTable()
   private var probe: KeyProbe
 
-  public init(limits: KVLimits = KVLimits()) {
+  public init(limits: KVLimits = KVLimits(), supportedClusterVersion: UInt32 = ClusterVersion.latest) {
     // Entries record lengths in 32 bits.
     precondition(
       limits.maxKeyBytes <= Int(UInt32.max) && limits.maxValueBytes <= Int(UInt32.max),
       "keys and values are limited to 4 GiB")
     self.limits = limits
+    self.supportedClusterVersion = supportedClusterVersion
     probe = KeyProbe(capacity: limits.maxKeyBytes)
   }
 
@@ -56,6 +68,18 @@ public final class KVStateMachine {
     } catch {
       return KVApplyOutcome(result: .rejected(reason: "undecodable command: \(error)"), isDuplicate: false)
     }
+    if case .setClusterVersion(let version) = request.command, version > supportedClusterVersion {
+      unsupportedClusterVersion = max(unsupportedClusterVersion ?? 0, version)
+      return KVApplyOutcome(
+        result: .rejected(reason: "cluster version \(version) is newer than this build supports"),
+        isDuplicate: false)
+    }
+    guard RequestFormat.requiredClusterVersion(ofTag: request.tag) <= supportedClusterVersion else {
+      // What a build from before the command would answer.
+      return KVApplyOutcome(
+        result: .rejected(reason: "undecodable command: \(KVDecodingError.unknownTag(request.tag))"),
+        isDuplicate: false)
+    }
     // Validation comes first so that a rejected command changes nothing at all, not even the clock.
     if let reason = violation(of: request, in: bytes) {
       return KVApplyOutcome(result: .rejected(reason: reason), isDuplicate: false)
@@ -80,6 +104,13 @@ public final class KVStateMachine {
         key: UnsafeRawBufferPointer(rebasing: bytes[key]),
         expected: expected.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
         value: UnsafeRawBufferPointer(rebasing: bytes[value]))
+    case .compareAndDelete(let key, let expected):
+      result = compareAndDelete(
+        key: UnsafeRawBufferPointer(rebasing: bytes[key]),
+        expected: UnsafeRawBufferPointer(rebasing: bytes[expected]))
+    case .setClusterVersion(let version):
+      clusterVersion = max(clusterVersion, version)
+      result = .clusterVersion(clusterVersion)
     }
     if let idempotencyKey {
       idempotency.record(
@@ -118,6 +149,11 @@ public final class KVStateMachine {
     case .compareAndSet(let key, _, let value):
       // The expected value is not limited: one longer than any storable value simply never matches.
       return violation(keyBytes: key.count, valueBytes: value.count)
+    case .compareAndDelete(let key, _):
+      return violation(keyBytes: key.count, valueBytes: 0)
+    case .setClusterVersion:
+      // Its result is never remembered, so that a snapshot's records stay those of client writes.
+      return request.idempotencyKey == nil ? nil : "set cluster version takes no idempotency key"
     }
   }
 
@@ -204,6 +240,15 @@ public final class KVStateMachine {
       succeeded: true, current: String(decoding: value, as: UTF8.self), revision: revision)
   }
 
+  private func compareAndDelete(key: UnsafeRawBufferPointer, expected: UnsafeRawBufferPointer) -> KVResult {
+    let current = probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0] } }
+    guard let current, current.withValue({ compareBytes($0, expected) == 0 }) else {
+      return .compareAndSet(succeeded: false, current: current?.value, revision: revision)
+    }
+    _ = delete(key)  // Bumps the revision.
+    return .compareAndSet(succeeded: true, current: nil, revision: revision)
+  }
+
   // MARK: - Reading
 
   public func get(_ key: String) -> KVRecord? { record(of: key, in: entries, probe: &probe) }
@@ -233,7 +278,7 @@ public final class KVStateMachine {
   public func snapshot() -> KVSnapshot {
     KVSnapshot(
       appliedIndex: appliedIndex, revision: revision, dataBytes: dataBytes, entries: entries,
-      idempotency: idempotency)
+      idempotency: idempotency, clusterVersion: clusterVersion)
   }
 
   /// Replaces the whole state with a serialized snapshot read chunk by chunk (`next` returns nil at
@@ -261,6 +306,7 @@ public final class KVStateMachine {
     dataBytes = state.dataBytes
     entries = state.entries
     idempotency = state.idempotency
+    clusterVersion = state.clusterVersion
   }
 }
 

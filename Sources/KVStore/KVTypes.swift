@@ -21,6 +21,23 @@ public enum KVCommand: Sendable, Hashable {
   /// Writes `value` only if the key's current value is `expected`; `expected == nil` means the key
   /// must be absent.
   case compareAndSet(key: String, expected: String?, value: String)
+  /// Deletes the key only if its current value is `expected`: releasing a lock only while one still
+  /// holds it. Cluster version 2.
+  case compareAndDelete(key: String, expected: String)
+  /// Raises the cluster version (never lowers it). The leader proposes it once every member runs a
+  /// build that supports `version`; clients cannot. Cluster version 2.
+  case setClusterVersion(UInt32)
+}
+
+/// Versions of the replicated command set, agreed by the cluster through its log (as etcd agrees
+/// its cluster version). Version 1 is every build before cluster versions; each version adds
+/// commands an older build would reject as unknown.
+public enum ClusterVersion {
+  /// What a cluster runs until its leader has seen every member support more.
+  public static let initial: UInt32 = 1
+  /// The newest version this build supports: 2 added compare-and-delete and the cluster version
+  /// itself.
+  public static let latest: UInt32 = 2
 }
 
 /// What a client proposes; `encoded()` is what goes into the Raft log entry.
@@ -46,8 +63,11 @@ public enum KVResult: Sendable, Hashable {
   case put(revision: UInt64)
   /// `revision` is the store's revision after the operation (unchanged if the key was absent).
   case delete(existed: Bool, revision: UInt64)
-  /// `current` is the key's value after the operation, so a loser learns what it lost to.
+  /// `current` is the key's value after the operation, so a loser learns what it lost to. A
+  /// compare-and-delete answers with this too (`current` nil once it deleted).
   case compareAndSet(succeeded: Bool, current: String?, revision: UInt64)
+  /// The cluster version after a `setClusterVersion`.
+  case clusterVersion(UInt32)
   /// An undecodable or over-limit command; it changed nothing and is not remembered for retries.
   case rejected(reason: String)
 }

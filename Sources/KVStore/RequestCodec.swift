@@ -4,10 +4,15 @@
 //   flags: u8            bit 0: an idempotency key follows; other bits must be 0
 //   proposedAtMillis
 //   [idempotency key: length, bytes]
-//   tag: u8              1 put, 2 delete, 3 compare-and-set
+//   tag: u8              1 put, 2 delete, 3 compare-and-set, 4 compare-and-delete, 5 set cluster version
 //   put:    pair count, then per pair: key length, key, value length, value
 //   delete: key length, key
 //   cas:    has-expected u8 (0/1), [expected length, expected], key length, key, value length, value
+//   cad:    expected length, expected, key length, key            (cluster version 2)
+//   set cluster version: version                                 (cluster version 2)
+//
+// A build that predates a tag rejects it as unknown; `KVCommand.requiredClusterVersion` keeps such
+// commands out of the log until every member knows them.
 //
 // Strings are UTF-8; the entry must end exactly after the command.
 
@@ -17,6 +22,29 @@ enum RequestFormat {
   static let tagPut: UInt8 = 1
   static let tagDelete: UInt8 = 2
   static let tagCompareAndSet: UInt8 = 3
+  static let tagCompareAndDelete: UInt8 = 4
+  static let tagSetClusterVersion: UInt8 = 5
+
+  /// The cluster version that introduced each command tag: the one table of them.
+  static func requiredClusterVersion(ofTag tag: UInt8) -> UInt32 {
+    tag >= tagCompareAndDelete ? 2 : ClusterVersion.initial
+  }
+}
+
+extension KVCommand {
+  var wireTag: UInt8 {
+    switch self {
+    case .put: RequestFormat.tagPut
+    case .delete: RequestFormat.tagDelete
+    case .compareAndSet: RequestFormat.tagCompareAndSet
+    case .compareAndDelete: RequestFormat.tagCompareAndDelete
+    case .setClusterVersion: RequestFormat.tagSetClusterVersion
+    }
+  }
+
+  /// The cluster version a command needs: proposing it earlier would let members that predate it
+  /// reject it while the others apply it, and their states would part.
+  public var requiredClusterVersion: UInt32 { RequestFormat.requiredClusterVersion(ofTag: wireTag) }
 }
 
 extension KVRequest {
@@ -49,6 +77,13 @@ extension KVRequest {
       }
       bytes.appendLengthPrefixed(key)
       bytes.appendLengthPrefixed(value)
+    case .compareAndDelete(let key, let expected):
+      bytes.append(RequestFormat.tagCompareAndDelete)
+      bytes.appendLengthPrefixed(expected)
+      bytes.appendLengthPrefixed(key)
+    case .setClusterVersion(let version):
+      bytes.append(RequestFormat.tagSetClusterVersion)
+      bytes.appendVarint(UInt64(version))
     }
     return bytes
   }
@@ -74,6 +109,10 @@ extension KVRequest {
           command = .delete(key: string(key))
         case .compareAndSet(let key, let expected, let value):
           command = .compareAndSet(key: string(key), expected: expected.map(string), value: string(value))
+        case .compareAndDelete(let key, let expected):
+          command = .compareAndDelete(key: string(key), expected: string(expected))
+        case .setClusterVersion(let version):
+          command = .setClusterVersion(version)
         }
         return KVRequest(
           command: command, idempotencyKey: parsed.idempotencyKey.map(string),
@@ -92,6 +131,10 @@ extension KVRequest {
       total += key.utf8.count + 5
     case .compareAndSet(let key, let expected, let value):
       total += key.utf8.count + (expected?.utf8.count ?? 0) + value.utf8.count + 16
+    case .compareAndDelete(let key, let expected):
+      total += key.utf8.count + expected.utf8.count + 10
+    case .setClusterVersion:
+      total += 5
     }
     return total
   }
@@ -105,11 +148,15 @@ struct ParsedRequest {
     case put(count: Int, firstPair: Int)
     case delete(key: Range<Int>)
     case compareAndSet(key: Range<Int>, expected: Range<Int>?, value: Range<Int>)
+    case compareAndDelete(key: Range<Int>, expected: Range<Int>)
+    case setClusterVersion(UInt32)
   }
 
   var proposedAtMillis: UInt64
   var idempotencyKey: Range<Int>?
   var command: Command
+  /// The command's tag, for `RequestFormat.requiredClusterVersion(ofTag:)`.
+  var tag: UInt8
 
   init(parsing bytes: UnsafeRawBufferPointer) throws(KVDecodingError) {
     var cursor = WireCursor(bytes)
@@ -119,7 +166,7 @@ struct ParsedRequest {
     guard flags & ~RequestFormat.flagIdempotencyKey == 0 else { throw .unknownTag(flags) }
     proposedAtMillis = try cursor.readVarint()
     idempotencyKey = flags & RequestFormat.flagIdempotencyKey != 0 ? try cursor.readUTF8() : nil
-    let tag = try cursor.readByte()
+    tag = try cursor.readByte()
     switch tag {
     case RequestFormat.tagPut:
       let count = try cursor.readVarint()
@@ -142,6 +189,13 @@ struct ParsedRequest {
       }
       let key = try cursor.readUTF8()
       command = .compareAndSet(key: key, expected: expected, value: try cursor.readUTF8())
+    case RequestFormat.tagCompareAndDelete:
+      let expected = try cursor.readUTF8()
+      command = .compareAndDelete(key: try cursor.readUTF8(), expected: expected)
+    case RequestFormat.tagSetClusterVersion:
+      let version = try cursor.readVarint()
+      guard let version = UInt32(exactly: version) else { throw .malformedVarint }
+      command = .setClusterVersion(version)
     default:
       throw .unknownTag(tag)
     }

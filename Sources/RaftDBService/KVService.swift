@@ -57,6 +57,19 @@ public struct KVService: Sendable {
     }
   }
 
+  /// Deletes the key only if it holds `expected` (a lock released only by its holder). Needs
+  /// cluster version 2.
+  public func compareAndDelete(
+    _ key: String, expected: String, idempotencyKey: String?, on eventLoop: any EventLoop
+  ) -> EventLoopFuture<CompareAndSetResult> {
+    write(.compareAndDelete(key: key, expected: expected), idempotencyKey: idempotencyKey, on: eventLoop) {
+      result, replayed in
+      guard case .compareAndSet(let succeeded, let current, let revision) = result else { return nil }
+      return CompareAndSetResult(
+        succeeded: succeeded, current: current, revision: revision, replayed: replayed)
+    }
+  }
+
   /// Validates and proposes `command`, then turns the state machine's result into `T` with
   /// `extract`, which returns nil for a result of the wrong kind (a rejection, or a bug).
   private func write<T: Sendable>(
@@ -66,6 +79,7 @@ public struct KVService: Sendable {
     do {
       try validation.validate(idempotencyKey: idempotencyKey)
       try validation.validate(command)
+      try requireClusterVersion(for: command)
     } catch {
       return eventLoop.makeFailedFuture(error)
     }
@@ -82,6 +96,17 @@ public struct KVService: Sendable {
       }
       throw ServiceError.internalError("unexpected result \(outcome.result)")
     }
+  }
+
+  /// Refuses a command that needs a newer cluster version than the cluster has agreed: some member
+  /// may run a build that would reject it while the others apply it.
+  private func requireClusterVersion(for command: KVCommand) throws(ServiceError) {
+    let needed = command.requiredClusterVersion
+    let versions = backend.versions()
+    guard needed > versions.cluster else { return }
+    throw .failedPrecondition(
+      "\(command.operationName) needs cluster version \(needed), and the cluster runs version \(versions.cluster): it rises once every member runs a build that supports it (GET /version)"
+    )
   }
 
   // MARK: Reads
@@ -138,6 +163,9 @@ public struct KVService: Sendable {
   public func status(on eventLoop: any EventLoop) -> EventLoopFuture<MemberStatus> {
     backend.submitStatus().hop(to: eventLoop)
   }
+
+  /// This member's build version and the cluster version.
+  public func versions() -> VersionInfo { backend.versions() }
 }
 
 public struct PutResult: Sendable {
@@ -165,4 +193,17 @@ public struct JoinResult: Sendable {
   /// What the join did: "added as voter", "added as learner", "already a voter", ...
   public var outcome: String
   public var memberID: NodeID
+}
+
+extension KVCommand {
+  /// How errors name the command.
+  var operationName: String {
+    switch self {
+    case .put: "put"
+    case .delete: "delete"
+    case .compareAndSet: "compare-and-set"
+    case .compareAndDelete: "compare-and-delete"
+    case .setClusterVersion: "set cluster version"
+    }
+  }
 }

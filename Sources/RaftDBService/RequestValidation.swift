@@ -60,6 +60,11 @@ struct RequestValidation: Sendable {
       // Stricter than a replica, which lets such a comparison fail: an expected value longer than
       // any storable one can never match, so it is refused before it takes a log entry.
       if let expected { try validate(value: expected, of: key) }
+    case .compareAndDelete(let key, let expected):
+      try validate(key: key)
+      try validate(value: expected, of: key)
+    case .setClusterVersion:
+      throw .invalidArgument("the cluster version is raised by the leader, not by clients")
     }
   }
 }

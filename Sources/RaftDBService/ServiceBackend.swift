@@ -21,14 +21,31 @@ public protocol ServiceBackend: Sendable {
   /// applied through the read index. `level` is never `stale`.
   func submitRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?>
   func submitStatus() -> EventLoopFuture<MemberStatus>
+  /// This member's build and the cluster version its state machine last published: answered on the
+  /// caller's thread.
+  func versions() -> VersionInfo
   /// Adds a member (as a learner first; then promotes it unless `asVoter` is false) and says what it
   /// did ("added as voter", "already a member", ...).
+  /// Refused (`failedPrecondition`) when the joining member's build does not support the cluster's
+  /// version.
   func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(ServiceError) -> String
   /// Removes the member named `name` (or with that member id).
   func removeMember(named name: String) async throws(ServiceError)
   /// Hands leadership to `name` (nil: the most caught-up voter) and waits until it took over;
   /// returns the new leader.
   func transferLeadership(to name: String?) async throws(ServiceError) -> MemberInfo
+}
+
+/// What `GET /version` says: the newest cluster version this member's build supports, and the one
+/// the cluster has agreed through its log.
+public struct VersionInfo: Sendable, Equatable {
+  public var server: UInt32
+  public var cluster: UInt32
+
+  public init(server: UInt32, cluster: UInt32) {
+    self.server = server
+    self.cluster = cluster
+  }
 }
 
 /// The outcome of a write, with whether it replayed an earlier result (idempotent retry).

@@ -206,6 +206,10 @@ struct RaftDBCommand: AsyncParsableCommand {
       // Test only (see ServerOptions.testFsyncDelayMillis).
       options.testFsyncDelayMillis = Int(delay)
     }
+    if let version = ProcessInfo.processInfo.environment["RAFTDB_TEST_SUPPORTED_CLUSTER_VERSION"] {
+      // Test only (see ServerOptions.testSupportedClusterVersion).
+      options.testSupportedClusterVersion = UInt32(version)
+    }
 
     try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)

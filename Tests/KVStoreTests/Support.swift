@@ -10,8 +10,8 @@ final class Driver {
   private(set) var index: UInt64 = 0
   var nowMillis: UInt64 = 1_000
 
-  init(limits: KVLimits = KVLimits()) {
-    machine = KVStateMachine(limits: limits)
+  init(limits: KVLimits = KVLimits(), supportedClusterVersion: UInt32 = ClusterVersion.latest) {
+    machine = KVStateMachine(limits: limits, supportedClusterVersion: supportedClusterVersion)
   }
 
   @discardableResult

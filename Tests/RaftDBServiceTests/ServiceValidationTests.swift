@@ -44,6 +44,12 @@ import Testing
           _ = try await service.compareAndSet(
             key, expected: expected, value: value, idempotencyKey: idempotencyKey, on: loops.next()
           ).get()
+        case .compareAndDelete(let key, let expected):
+          _ = try await service.compareAndDelete(
+            key, expected: expected, idempotencyKey: idempotencyKey, on: loops.next()
+          ).get()
+        case .setClusterVersion:
+          preconditionFailure("not generated: clients cannot propose it")
         }
         answer = nil
       } catch let error as ServiceError {
@@ -97,10 +103,11 @@ import Testing
   }
 
   static func isUnmatchableComparison(_ command: KVCommand) -> Bool {
-    if case .compareAndSet(_, let expected?, _) = command {
-      return expected.utf8.count > limits.maxValueBytes
+    switch command {
+    case .compareAndSet(_, let expected?, _), .compareAndDelete(_, let expected):
+      expected.utf8.count > limits.maxValueBytes
+    default: false
     }
-    return false
   }
 
   /// Keys, values and idempotency keys around each limit (empty, at it, one over, multi-byte
@@ -126,7 +133,9 @@ import Testing
       default: nil
       }
     let command: KVCommand
-    switch pick(3) {
+    switch pick(4) {
+    case 3:
+      command = .compareAndDelete(key: text(around: limits.maxKeyBytes), expected: text(around: 16))
     case 0:
       var pairs = (0..<pick(7)).map { _ in
         KeyValue(key: text(around: limits.maxKeyBytes), value: text(around: 16))
@@ -150,9 +159,24 @@ final class MachineBackend: ServiceBackend {
   private let state: Mutex<(machine: KVStateMachine, index: UInt64, proposals: Int)>
   private let loop: any EventLoop
 
-  init(limits: KVLimits, loop: any EventLoop) {
+  /// Starts at `clusterVersion` (by applying a `setClusterVersion`, as a leader would propose it).
+  init(limits: KVLimits, loop: any EventLoop, clusterVersion: UInt32 = ClusterVersion.latest) {
     state = Mutex((KVStateMachine(limits: limits), 0, 0))
     self.loop = loop
+    if clusterVersion > ClusterVersion.initial { apply(.setClusterVersion(clusterVersion)) }
+  }
+
+  /// Applies a command as the leader's own proposal (not counted as a client's).
+  func apply(_ command: KVCommand) {
+    state.withLock { state in
+      state.index += 1
+      _ = state.machine.apply(
+        index: state.index, data: KVRequest(command: command, proposedAtMillis: 1).encoded())
+    }
+  }
+
+  func versions() -> VersionInfo {
+    VersionInfo(server: ClusterVersion.latest, cluster: state.withLock { $0.machine.clusterVersion })
   }
 
   var proposals: Int { state.withLock { $0.proposals } }

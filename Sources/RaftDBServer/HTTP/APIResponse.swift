@@ -65,6 +65,7 @@ enum APIRoute: String, Sendable, CaseIterable {
   case status = "/status"
   case metrics = "/metrics"
   case health = "/health"
+  case version = "/version"
   case other
 }
 

@@ -89,6 +89,15 @@ struct HTTPAdapter: HTTPResponding {
         status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
         body: metrics.prometheusText())
       return (.metrics, eventLoop.makeSucceededFuture(response))
+    case "/version":
+      guard method == .GET else { return refuse(.version, allowed: "GET") }
+      let versions = service.versions()
+      var writer = JSONWriter()
+      writer.beginObject()
+      writer.field("server", UInt64(versions.server))
+      writer.field("cluster", UInt64(versions.cluster))
+      writer.endObject()
+      return (.version, eventLoop.makeSucceededFuture(.json(.ok, writer.bytes)))
     case "/health":
       guard method == .GET else { return refuse(.health, allowed: "GET") }
       return (.health, health(on: eventLoop))
@@ -164,7 +173,8 @@ struct HTTPAdapter: HTTPResponding {
     }
   }
 
-  /// `POST /key/{key}/cas {"expect": "old" | null, "value": "new"}`.
+  /// `POST /key/{key}/cas {"expect": "old" | null, "value": "new" | null}`: compare-and-set, or with
+  /// `"value": null` compare-and-delete.
   private func compareAndSet(_ rawKey: Substring, _ request: APIRequest, on eventLoop: any EventLoop) throws
     -> EventLoopFuture<APIResponse>
   {
@@ -172,22 +182,32 @@ struct HTTPAdapter: HTTPResponding {
     let body = try readJSON(request)
     guard case .object(let members) = body else { throw APIError.badRequest("body must be a JSON object") }
     var expected: String??
-    var value: String?
+    var value: String??
     for (name, field) in members {
       switch (name, field) {
       case ("expect", .string(let text)): expected = .some(text)
       case ("expect", .null): expected = .some(nil)
-      case ("value", .string(let text)): value = text
+      case ("value", .string(let text)): value = .some(text)
+      case ("value", .null): value = .some(nil)
       case ("expect", _), ("value", _):
-        throw APIError.badRequest(
-          "\"\(name)\" must be a string\(name == "expect" ? " or null" : ""), not \(field.typeName)")
+        throw APIError.badRequest("\"\(name)\" must be a string or null, not \(field.typeName)")
       default: throw APIError.badRequest("unknown field \"\(name)\"; expected \"expect\" and \"value\"")
       }
     }
     guard let expected else { throw APIError.badRequest("missing \"expect\" (a string, or null for absent)") }
-    guard let value else { throw APIError.badRequest("missing \"value\"") }
-    let written = service.compareAndSet(
-      key, expected: expected, value: value, idempotencyKey: idempotencyKey(request), on: eventLoop)
+    guard let value else { throw APIError.badRequest("missing \"value\" (a string, or null to delete)") }
+    let written: EventLoopFuture<CompareAndSetResult>
+    switch (expected, value) {
+    case (_, let value?):
+      written = service.compareAndSet(
+        key, expected: expected, value: value, idempotencyKey: idempotencyKey(request), on: eventLoop)
+    case (let expected?, nil):
+      // Compare-and-delete: release a lock only while holding it (cluster version 2).
+      written = service.compareAndDelete(
+        key, expected: expected, idempotencyKey: idempotencyKey(request), on: eventLoop)
+    case (nil, nil):
+      throw APIError.badRequest("\"value\": null deletes the key, which needs an \"expect\" string")
+    }
     return written.map { result in
       var writer = JSONWriter()
       writer.beginObject()

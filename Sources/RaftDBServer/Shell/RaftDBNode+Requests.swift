@@ -149,6 +149,7 @@ extension RaftDBNode {
       }
     }
     if existing == nil {
+      try await requireSupportOfTheClusterVersion(by: info)
       try await changeConfiguration(ConfigurationChange(.addLearner, memberID, context: info.encoded()))
     }
     guard asVoter else { return existing == nil ? "added as learner" : "already a member" }

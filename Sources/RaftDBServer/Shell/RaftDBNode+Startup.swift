@@ -64,7 +64,9 @@ extension RaftDBNode {
       options: options, storage: storage, hasState: hasState, logger: logger)
 
     let metrics = NodeMetrics()
-    let machine = KVStateMachine(limits: options.kvLimits)
+    let machine = KVStateMachine(
+      limits: options.kvLimits,
+      supportedClusterVersion: options.testSupportedClusterVersion ?? ClusterVersion.latest)
     if let snapshot = recovered.snapshot {
       let source = try storage.snapshots.open(snapshot)
       defer { source.close() }
@@ -130,6 +132,7 @@ extension RaftDBNode {
     if mustJoin, let seed = options.join {
       Task { await node.joinCluster(via: seed) }
     }
+    node.startClusterVersionMonitor()
     return node
   }
 

@@ -51,6 +51,8 @@ public final class RaftDBNode: @unchecked Sendable {
   var configurationVersion: UInt64 = 0
   var lastAdmissionKey: AdmissionKey?
   var ticker: RepeatedTask?
+  /// The leader's cluster version monitor (RaftDBNode+ClusterVersion.swift).
+  let versionMonitor = NIOLockedValueBox<Task<Void, Never>?>(nil)
   var stopped: Bool { group.isStopped }
   /// Why the node stopped, for the answers to requests that arrive afterwards.
   var stopReason: String { group.stopReason ?? "node is shutting down" }
@@ -111,7 +113,10 @@ public final class RaftDBNode: @unchecked Sendable {
   }
 
   private func applied(containedCommands: Bool) {
-    if containedCommands { publishReadView() }
+    if containedCommands {
+      publishReadView()
+      stopIfTheClusterOutgrewThisBuild()
+    }
     metrics.appliedIndex.record(Int64(clamping: machine.appliedIndex))
     metrics.commitIndex.record(Int64(clamping: raft.commitIndex))
     metrics.keys.record(Int64(machine.count))
@@ -224,6 +229,7 @@ public final class RaftDBNode: @unchecked Sendable {
 
   /// Stops the node: no new requests, pending ones fail, queued writes finish, connections close.
   public func shutdown() async {
+    stopClusterVersionMonitor()
     try? await loop.submit {
       self.ticker?.cancel()
       self.group.stop("node is shutting down")

@@ -69,6 +69,13 @@ public struct ServerOptions: Sendable {
   /// Test only (`RAFTDB_TEST_FSYNC_DELAY_MS`): every fsync, once the node has started, first sleeps
   /// this many milliseconds (a slow disk), so that tests can show no event loop waits on one.
   public var testFsyncDelayMillis: Int?
+  /// Test only (`RAFTDB_TEST_SUPPORTED_CLUSTER_VERSION`): the node stands in for an older build that
+  /// supports cluster versions up to this one: it says so on `GET /version` and rejects newer
+  /// commands as that build would (the mixed-version tests).
+  public var testSupportedClusterVersion: UInt32?
+  /// How often a leader asks every member which cluster version its build supports, to raise the
+  /// cluster's once all of them support more (etcd asks every few seconds too).
+  public var clusterVersionCheckMillis = 2_000
 
   public init(name: String, httpAddress: String, raftAddress: String, dataDirectory: String) {
     self.name = name

@@ -1,0 +1,129 @@
+import Foundation
+import JSON
+import KVStore
+import NIOCore
+import NIOHTTP1
+import RaftDBAPI
+import RaftDBClient
+import RaftDBService
+
+/// Cluster version gating, as etcd does it: the leader asks every member over HTTP which cluster
+/// version its build supports (`GET /version`) and, once all of them support a newer one than the
+/// cluster runs, proposes it through the log. Commands that need a version are refused by the
+/// service until the log has agreed it (`KVService.requireClusterVersion`), so no member ever
+/// rejects an entry the others apply. A member that learns from the log of a version its build does
+/// not support stops and asks for an upgrade; a join of such a build is refused.
+extension RaftDBNode {
+  /// The newest cluster version this node's build supports.
+  var supportedClusterVersion: UInt32 { machine.supportedClusterVersion }
+
+  /// What `GET /version` says, from the last published read view (any thread).
+  public func versions() -> VersionInfo {
+    VersionInfo(
+      server: options.testSupportedClusterVersion ?? ClusterVersion.latest,
+      cluster: readView.withLockedValue { $0.clusterVersion })
+  }
+
+  /// Starts asking, every `clusterVersionCheckMillis` while this node leads, whether the cluster
+  /// version can rise.
+  func startClusterVersionMonitor() {
+    let interval = Duration.milliseconds(options.clusterVersionCheckMillis)
+    let task = Task { [weak self] in
+      while !Task.isCancelled {
+        try? await Task.sleep(for: interval)
+        guard let self else { return }
+        await self.raiseClusterVersionIfEveryMemberSupportsIt()
+      }
+    }
+    versionMonitor.withLockedValue { $0 = task }
+  }
+
+  func stopClusterVersionMonitor() {
+    versionMonitor.withLockedValue { $0?.cancel() }
+  }
+
+  /// One round of the monitor: on the leader, asks every other member for its supported version
+  /// and proposes the lowest of them (and this node's) if it is above the cluster's. A member that
+  /// does not answer holds the version where it is.
+  func raiseClusterVersionIfEveryMemberSupportsIt() async {
+    typealias Plan = (current: UInt32, supported: UInt32, members: [(name: String, http: String)])
+    let plan: Plan? = try? await onLoop {
+      self.loop.makeSucceededFuture(
+        self.stopped || !self.raft.isLeader || self.machine.clusterVersion >= self.supportedClusterVersion
+          ? nil
+          : (
+            self.machine.clusterVersion, self.supportedClusterVersion,
+            self.raft.configuration.memberInfos.filter { $0.member.id != self.id }.map {
+              ($0.info.name, $0.info.httpAddress)
+            }
+          ))
+    }
+    guard let plan else { return }
+    var lowest = plan.supported
+    for member in plan.members {
+      guard let version = await supportedVersion(ofMemberAt: member.http) else {
+        logger.debug("cluster version stays \(plan.current): \(member.name) did not say which it supports")
+        return
+      }
+      lowest = min(lowest, version)
+    }
+    guard lowest > plan.current else { return }
+    let request = KVRequest(
+      command: .setClusterVersion(lowest),
+      proposedAtMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
+    do {
+      _ = try await submitWrite(request).get()
+      logger.info("cluster version raised from \(plan.current) to \(lowest): every member supports it")
+    } catch {
+      logger.info("raising the cluster version to \(lowest) did not commit (\(error)); will retry")
+    }
+  }
+
+  /// Refuses to add a member whose build does not support the cluster's version: it would reject
+  /// commands the others apply. While the cluster runs the initial version every build qualifies.
+  func requireSupportOfTheClusterVersion(by info: MemberInfo) async throws(ServiceError) {
+    let cluster = versions().cluster
+    guard cluster > ClusterVersion.initial else { return }
+    guard let supported = await supportedVersion(ofMemberAt: info.httpAddress) else {
+      throw .unavailable(
+        "cannot ask \(info.name) at \"\(info.httpAddress)\" which cluster version it supports (GET /version), and the cluster runs version \(cluster); retry once it answers"
+      )
+    }
+    guard supported >= cluster else {
+      throw .failedPrecondition(
+        "\(info.name) supports cluster version \(supported), but the cluster runs version \(cluster): upgrade it before it joins"
+      )
+    }
+  }
+
+  /// The cluster version the member serving HTTP at `address` supports: what its `GET /version`
+  /// says, 1 if it has no such route (a build from before cluster versions), nil if it cannot be
+  /// asked or answers anything else.
+  func supportedVersion(ofMemberAt address: String) async -> UInt32? {
+    guard let (host, port) = splitHostPort(address) else { return nil }
+    do {
+      let connection = try await HTTPConnection.connect(
+        host: host, port: port, group: networkGroup, connectTimeout: .seconds(1), maxResponseBytes: 4096)
+      let response = try await connection.send(
+        HTTPRequestData(method: .GET, path: "/version"), timeout: .seconds(2))
+      await connection.close()
+      switch response.status {
+      case .ok:
+        return (try? JSONParser.parse(response.body))?["server"]?.uint64Value.flatMap { UInt32(exactly: $0) }
+      case .notFound: return ClusterVersion.initial
+      default: return nil
+      }
+    } catch {
+      return nil
+    }
+  }
+
+  /// After applying: a log that raised the cluster version above this build's stops the node, as
+  /// etcd refuses to run below its cluster's version (a supervisor restarting it finds the same).
+  func stopIfTheClusterOutgrewThisBuild() {
+    guard let version = machine.unsupportedClusterVersion else { return }
+    fail(
+      "the cluster runs version \(version), but this build supports cluster versions up to \(supportedClusterVersion): upgrade this member"
+    )
+  }
+}
