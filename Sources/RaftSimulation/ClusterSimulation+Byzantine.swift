@@ -136,7 +136,7 @@ extension ClusterSimulation {
     let term = forgedTerm(near: raft.currentTerm)
     let index = forgedIndex(near: raft.lastIndex)
     let body: Message.Body
-    switch random(10) {
+    switch random(11) {
     case 0:
       body = .voteRequest(
         VoteRequest(
@@ -161,6 +161,10 @@ extension ClusterSimulation {
     case 7:
       body = .readIndexRequest(
         ReadIndexRequest(requestID: random(1000), mode: chance(0.5) ? .lease : .readIndex))
+    case 9:
+      // Asks about a stranger or about a real member (which a member answers with a leaderHint).
+      body = .memberQuery(
+        candidate: chance(0.5) ? pick(Self.outsiderIDs)! : forgedSender(excluding: target, mode: mode))
     default:
       body = .readIndexResponse(ReadIndexResponse(requestID: random(1000), result: .ready(index: index)))
     }
