@@ -29,11 +29,12 @@ import Testing
 /// (load slows both; a loop that waited misses by most of a delay).
 ///
 /// Checked both ways: with the old locking planted back (the loop's snapshot open, begin and abort
-/// under the storage lock again) it failed 3 runs out of 3, each on both counts: the leader was
-/// sending by 0.8 s after the slow start, the loop began receiving only at 10.7 s, when the fsync
-/// begun at 0.7 s ended, and `/status` stalled 10.0 s against the normal node's 0.04 s. Without
-/// it, it passed 5 runs out of 5 at the first attempt, the snapshot beginning 0.0-0.3 s into the
-/// fsync and the slow node's slowest answer at most 0.07 s, as the normal node's. What it exercises
+/// under the storage lock again) it failed 4 runs out of 4, each on both counts: the leader was
+/// sending by 0.3-0.8 s after the slow start, the loop began receiving only at 10.3-10.7 s, when
+/// the fsync begun at 0.3-0.7 s ended, and `/status` stalled 10.0 s against the normal node's
+/// 0.04 s. Without it, it passed 7 runs out of 7 at the first attempt, the snapshot beginning
+/// 0.0-0.3 s into the fsync and the slow node's slowest answer at most 0.07 s (the normal node's at
+/// most 0.09 s). What it exercises
 /// is the begin: a slow leader opening a snapshot to send, and an abort, are not covered here.
 @Suite(.serialized) struct SlowFsyncTests {
   /// Long: the snapshot arrives within a second or two of the fsync beginning, so even a heavily
