@@ -45,6 +45,7 @@ public final class FaultInjectingFileSystem: StorageFileSystem {
     var maxBytesPerWrite: Int?
     var spaceRemaining: Int64?
     var syncDelay: Duration?
+    var onDelayedSync: (@Sendable (_ path: String, _ began: Bool) -> Void)?
   }
 
   private let base: any StorageFileSystem
@@ -77,6 +78,14 @@ public final class FaultInjectingFileSystem: StorageFileSystem {
     get { state.withLock { $0.syncDelay } }
     set { state.withLock { $0.syncDelay = newValue } }
   }
+  /// Called on the syncing thread just before (`began` true) and just after (false) each
+  /// `syncDelay` sleep, with the path synced. A process-level test logs these as markers, so that
+  /// it can tell from the log whether the writer thread was inside a slow fsync when the node loop
+  /// did something, instead of hoping the timing worked out.
+  public var onDelayedSync: (@Sendable (_ path: String, _ began: Bool) -> Void)? {
+    get { state.withLock { $0.onDelayedSync } }
+    set { state.withLock { $0.onDelayedSync = newValue } }
+  }
 
   /// Makes the `call`th matching call of `operation` from now on (1 = the next) fail with `errno`.
   /// With `sticky`, every matching call after it fails too, like a disk that has gone bad.
@@ -98,6 +107,7 @@ public final class FaultInjectingFileSystem: StorageFileSystem {
       $0.maxBytesPerWrite = nil
       $0.spaceRemaining = nil
       $0.syncDelay = nil
+      $0.onDelayedSync = nil
     }
   }
 
@@ -119,7 +129,12 @@ public final class FaultInjectingFileSystem: StorageFileSystem {
       return nil
     }
     if let failure { throw POSIXFileSystem.error("\(operation) (injected)", path, failure) }
-    if operation == .sync, let delay = syncDelay { sleepBlocking(delay) }
+    guard operation == .sync else { return }
+    let (delay, observer) = state.withLock { ($0.syncDelay, $0.onDelayedSync) }
+    guard let delay else { return }
+    observer?(path, true)
+    sleepBlocking(delay)
+    observer?(path, false)
   }
 
   /// Charges `growth` bytes against the space budget; returns how many of them fit.

@@ -1,5 +1,6 @@
 import Raft
 @_spi(Testing) import RaftStorage
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -142,6 +143,26 @@ import Testing
     try Self.runToFailure(seed: 5, steps: 200, options: smallSegments) {
       $0.fail(.sync, onCall: 12, errno: EIO, sticky: true)
     }
+  }
+
+  /// A slow sync reports itself just before and just after its sleep (SlowFsyncTests logs these as
+  /// markers); syncs without a delay report nothing.
+  @Test func aDelayedSyncReportsItsStartAndEnd() throws {
+    let directory = TemporaryDirectory()
+    let fs = FaultInjectingFileSystem()
+    let events = Mutex<[(path: String, began: Bool, at: ContinuousClock.Instant)]>([])
+    fs.onDelayedSync = { path, began in events.withLock { $0.append((path, began, .now)) } }
+    let path = directory.path + "/file"
+    let file = try fs.open(path, mode: .createOrTruncate)
+    defer { file.close() }
+    try file.sync()
+    #expect(events.withLock { $0.isEmpty })
+    fs.syncDelay = .milliseconds(30)
+    try file.sync()
+    let seen = events.withLock { $0 }
+    #expect(seen.map(\.path) == [path, path])
+    #expect(seen.map(\.began) == [true, false])
+    if seen.count == 2 { #expect(seen[1].at - seen[0].at >= .milliseconds(30)) }
   }
 
   @Test(arguments: [1, 7, 64])

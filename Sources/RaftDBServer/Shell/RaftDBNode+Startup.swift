@@ -56,6 +56,11 @@ extension RaftDBNode {
     if let faults, let delay = options.testFsyncDelayMillis {
       logger.warning("test fault: every fsync from now on first sleeps \(delay) ms")
       faults.syncDelay = .milliseconds(delay)
+      // Markers for SlowFsyncTests, which reads from the log whether the writer thread was inside a
+      // slow fsync when the node loop began receiving a snapshot.
+      faults.onDelayedSync = { path, began in
+        logger.warning("test fault: slow fsync \(began ? "began" : "ended") \(path)")
+      }
     }
     for warning in recovered.warnings { logger.warning("recovery: \(warning)") }
     var stored = recovered.stored
