@@ -133,6 +133,16 @@ public actor RaftDBClient {
     _ = try await call(.POST, "/remove", json: JSONValue(["id": JSONValue(id)]))
   }
 
+  /// Hands leadership to the member named `id` (nil: the most caught-up voter); returns the new
+  /// leader's name once it has taken over.
+  public func transferLeadership(to id: String?) async throws -> String {
+    let answer = try await call(.POST, "/transfer", json: id.map { JSONValue(["id": JSONValue($0)]) })
+    guard let leader = answer["leader"]?.stringValue else {
+      throw RaftDBClientError.badResponse("no leader in \(answer)")
+    }
+    return leader
+  }
+
   public func close() async {
     for connection in connections.values { await connection.close() }
     connections = [:]

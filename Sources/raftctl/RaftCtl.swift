@@ -15,7 +15,7 @@ struct RaftCtl: AsyncParsableCommand {
       """,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
-      Cluster.self, Bench.self, Verify.self,
+      Transfer.self, Cluster.self, Bench.self, Verify.self,
     ])
 }
 
@@ -177,6 +177,20 @@ struct Join: AsyncParsableCommand {
       id: id, raftAddress: raftAddress, httpAddress: httpAddress, voter: !learner, memberID: memberID)
     await client.close()
     printJSON(["joined": JSONValue(id)])
+  }
+}
+
+struct Transfer: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Hand leadership to a member (default: the most caught-up voter) and wait until it leads.")
+  @OptionGroup var endpoints: Endpoints
+  @Argument(help: "Member name or member id (omit for the most caught-up voter).") var id: String?
+
+  func run() async throws {
+    let client = try endpoints.client()
+    let leader = try await client.transferLeadership(to: id)
+    await client.close()
+    printJSON(["leader": JSONValue(leader)])
   }
 }
 

@@ -31,7 +31,7 @@ import Testing
     harness.stopAll()
   }
 
-  /// `POST /transfer-leadership` hands leadership to the named member, or with no body to the most
+  /// `POST /transfer` hands leadership to the named member, or with no body to the most
   /// caught-up voter, answers once it has taken over, and writes go on at the new leader. A
   /// follower redirects the request to the leader; an unknown name is a 404.
   @Test func leadershipMovesOnRequest() async throws {
@@ -40,19 +40,19 @@ import Testing
     let target = follower(of: leader, in: harness)
 
     let redirected = try await harness.request(
-      target, .POST, "/transfer-leadership", body: #"{"id": "\#(target)"}"#)
+      target, .POST, "/transfer", body: #"{"id": "\#(target)"}"#)
     #expect(redirected.status == .temporaryRedirect)
-    let unknown = try await harness.request(leader, .POST, "/transfer-leadership", body: #"{"id": "nobody"}"#)
+    let unknown = try await harness.request(leader, .POST, "/transfer", body: #"{"id": "nobody"}"#)
     #expect(unknown.status == .notFound, "\(unknown.bodyText)")
 
     let moved = try await harness.request(
-      leader, .POST, "/transfer-leadership", body: #"{"id": "\#(target)"}"#)
+      leader, .POST, "/transfer", body: #"{"id": "\#(target)"}"#)
     #expect(moved.status == .ok, "\(moved.bodyText)")
     #expect(json(moved)["leader"] as? String == target)
     #expect(await harness.waitForLeader() == target)
 
     // No body: to whichever voter is most caught up, which is not the old leader.
-    let again = try await harness.request(target, .POST, "/transfer-leadership")
+    let again = try await harness.request(target, .POST, "/transfer")
     #expect(again.status == .ok, "\(again.bodyText)")
     let third = try #require(json(again)["leader"] as? String)
     #expect(third != target)

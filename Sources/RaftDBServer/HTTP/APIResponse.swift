@@ -61,7 +61,7 @@ enum APIRoute: String, Sendable, CaseIterable {
   case compareAndSet = "/key/{key}/cas"
   case join = "/join"
   case remove = "/remove"
-  case transferLeadership = "/transfer-leadership"
+  case transferLeadership = "/transfer"
   case status = "/status"
   case metrics = "/metrics"
   case health = "/health"

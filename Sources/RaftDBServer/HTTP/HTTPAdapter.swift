@@ -77,7 +77,7 @@ struct HTTPAdapter: HTTPResponding {
     case "/remove":
       guard method == .POST else { return refuse(.remove, allowed: "POST") }
       return run(.remove) { try remove(request, on: eventLoop) }
-    case "/transfer-leadership":
+    case "/transfer":
       guard method == .POST else { return refuse(.transferLeadership, allowed: "POST") }
       return run(.transferLeadership) { try transferLeadership(request, on: eventLoop) }
     case "/status":
@@ -285,7 +285,7 @@ struct HTTPAdapter: HTTPResponding {
     return promise.futureResult
   }
 
-  /// `POST /transfer-leadership {"id": "<member name>"}`, or with no body (or `{}`): to the most
+  /// `POST /transfer {"id": "<member name>"}`, or with no body (or `{}`): to the most
   /// caught-up voter. Answers once the new leader has taken over.
   private func transferLeadership(_ request: APIRequest, on eventLoop: any EventLoop) throws
     -> EventLoopFuture<APIResponse>

@@ -1,0 +1,398 @@
+/// A multi-version key-value store with etcd v3's data model: one store revision, taken once by
+/// every mutating request (a whole transaction included); for each key its generations of changes,
+/// so that any revision since the last compaction can be read; ranges in byte order; transactions of
+/// compares and then/else operations; compaction of the history below a revision.
+///
+/// A value type built on persistent structures: copying a store is O(1) and the copy never changes,
+/// so a frozen copy serves `stale` reads and snapshots on other threads. Deterministic: the same
+/// requests give the same store and results on every replica, with no clock and no randomness.
+///
+/// Memory: every change a key has had since the last compaction is kept (one history node, plus the
+/// value's bytes); the index holds one node per key that has a change since then, tombstones
+/// included. Compaction is what bounds it.
+///
+/// Not yet wired into the replicated state machine (issue 14 builds on it: leases, watch, the log
+/// commands and the snapshot format come next).
+public struct MVCCStore: Sendable {
+  /// One change of a key, newest first: a persistent list, so that a put prepends in O(1) and a
+  /// frozen copy of the store keeps the history it saw.
+  final class Change: Sendable {
+    let revision: Revision
+    /// nil for a delete (a tombstone, which ends the key's generation).
+    let value: [UInt8]?
+    let createRevision: Int64
+    let version: Int64
+    let lease: Int64
+    let older: Change?
+
+    init(
+      revision: Revision, value: [UInt8]?, createRevision: Int64, version: Int64, lease: Int64, older: Change?
+    ) {
+      self.revision = revision
+      self.value = value
+      self.createRevision = createRevision
+      self.version = version
+      self.lease = lease
+      self.older = older
+    }
+
+    /// The newest change at or before `revision` (main revisions), if any.
+    func asOf(_ revision: Int64) -> Change? {
+      var change: Change? = self
+      while let current = change, current.revision.main > revision { change = current.older }
+      return change
+    }
+  }
+
+  /// The store revision: the main revision of the newest change (0 before the first).
+  public private(set) var revision: Int64 = 0
+  /// History below this revision is gone; reading it is `compacted`.
+  public private(set) var compactRevision: Int64 = 0
+  /// Keys that exist at the current revision.
+  public private(set) var liveKeyCount = 0
+  private var index = SortedMap<Change>()
+
+  public init() {}
+
+  // MARK: - Reads
+
+  public func range(_ request: RangeRequest) throws(MVCCError) -> RangeResponse {
+    let readRevision = request.revision > 0 ? request.revision : revision
+    guard readRevision <= revision else { throw .futureRevision }
+    guard readRevision >= compactRevision else { throw .compacted(compactRevision: compactRevision) }
+    return rangeUnchecked(request, at: readRevision)
+  }
+
+  /// A range at `readRevision`, which the caller has checked (a transaction reads its own writes
+  /// at the revision it is making).
+  func rangeUnchecked(_ request: RangeRequest, at readRevision: Int64) -> RangeResponse {
+    let sortOrder: RangeRequest.SortOrder =
+      request.sortTarget != .key && request.sortOrder == .none ? .ascend : request.sortOrder
+    // As etcd: the limit is pushed down only when the natural order (ascending keys) is the
+    // answer's and nothing is filtered afterwards; one more key is read to tell `more`.
+    let filtered =
+      request.minModRevision != 0 || request.maxModRevision != 0 || request.minCreateRevision != 0
+      || request.maxCreateRevision != 0
+    let pushedLimit =
+      request.limit > 0 && !filtered
+        && (sortOrder == .none || (sortOrder == .ascend && request.sortTarget == .key))
+      ? Int(request.limit) + 1 : 0
+    var kvs: [MVCCKeyValue] = []
+    var count: Int64 = 0
+    visit(request.range, at: readRevision) { kv in
+      count += 1
+      if !request.countOnly && (pushedLimit == 0 || kvs.count < pushedLimit) { kvs.append(kv()) }
+    }
+    if request.countOnly { return RangeResponse(kvs: [], more: false, count: count) }
+    if filtered {
+      kvs.removeAll { kv in
+        (request.minModRevision != 0 && kv.modRevision < request.minModRevision)
+          || (request.maxModRevision != 0 && kv.modRevision > request.maxModRevision)
+          || (request.minCreateRevision != 0 && kv.createRevision < request.minCreateRevision)
+          || (request.maxCreateRevision != 0 && kv.createRevision > request.maxCreateRevision)
+      }
+    }
+    if sortOrder != .none && !(sortOrder == .ascend && request.sortTarget == .key) {
+      let ascending: (MVCCKeyValue, MVCCKeyValue) -> Bool =
+        switch request.sortTarget {
+        case .key: { compareKeys($0.key, $1.key) < 0 }
+        case .version: { $0.version < $1.version }
+        case .create: { $0.createRevision < $1.createRevision }
+        case .mod: { $0.modRevision < $1.modRevision }
+        case .value: { compareKeys($0.value, $1.value) < 0 }
+        }
+      // Stable, so that keys with equal targets stay in key order: etcd's sort.Sort leaves their order
+      // unspecified, and replicas and tests need one answer.
+      kvs = stableSorted(kvs, by: sortOrder == .ascend ? ascending : { ascending($1, $0) })
+    }
+    var more = false
+    if request.limit > 0 && kvs.count > Int(request.limit) {
+      kvs.removeLast(kvs.count - Int(request.limit))
+      more = true
+    }
+    if request.keysOnly {
+      for i in kvs.indices { kvs[i].value = [] }
+    }
+    return RangeResponse(kvs: kvs, more: more, count: count)
+  }
+
+  /// Calls `body` for every key in `range` that exists at `readRevision`, in ascending key order,
+  /// with a closure that builds its key-value (so that counting builds none).
+  private func visit(_ range: KeyRange, at readRevision: Int64, _ body: (() -> MVCCKeyValue) -> Void) {
+    func emit(_ key: [UInt8], _ newest: Change) {
+      guard let change = newest.asOf(readRevision), let value = change.value else { return }
+      body {
+        MVCCKeyValue(
+          key: key, createRevision: change.createRevision, modRevision: change.revision.main,
+          version: change.version, value: value, lease: change.lease)
+      }
+    }
+    if range.isSingleKey {
+      if let newest = index[range.key] { emit(range.key, newest) }
+      return
+    }
+    index.forEach(from: range.lowerBound, below: range.upperBound) { key, newest in
+      emit(key, newest)
+      return true
+    }
+  }
+
+  // MARK: - Writes
+
+  /// Applies a transaction: its compares decide the branch, whose operations apply in order at
+  /// one new revision (none if the branch changes nothing), and later operations read what earlier
+  /// ones wrote. Throws, changing nothing, on a duplicate key, an empty key, or an `ignoreValue` or
+  /// `ignoreLease` on a missing key.
+  public mutating func txn(_ request: TxnRequest) throws(MVCCError) -> TxnResponse {
+    try Self.checkIntervals(request.success)
+    try Self.checkIntervals(request.failure)
+    var writer = Writer(store: self, main: revision + 1)
+    let response = try writer.txn(request)
+    if writer.sub > 0 {
+      self = writer.store
+      revision += 1
+    }
+    return response
+  }
+
+  public mutating func put(_ request: PutRequest) throws(MVCCError) -> PutResponse {
+    guard case .put(let response) = try txn(TxnRequest(success: [.put(request)])).responses[0] else {
+      preconditionFailure("a put answers with a put")
+    }
+    return response
+  }
+
+  public mutating func deleteRange(_ request: DeleteRangeRequest) throws(MVCCError) -> DeleteRangeResponse {
+    guard case .deleteRange(let response) = try txn(TxnRequest(success: [.deleteRange(request)])).responses[0]
+    else { preconditionFailure("a delete answers with a delete") }
+    return response
+  }
+
+  /// Drops the history below `revision`: afterwards a key keeps only its changes after `revision`
+  /// and, if it existed at `revision`, the change that it had then; a key deleted at or before
+  /// `revision` is gone. O(keys with history).
+  public mutating func compact(_ revision: Int64) throws(MVCCError) {
+    guard revision > compactRevision else { throw .compacted(compactRevision: compactRevision) }
+    guard revision <= self.revision else { throw .futureRevision }
+    var compacted = SortedMap<Change>()
+    index.forEach(from: [], below: nil) { key, newest in
+      if let kept = Self.compact(newest, at: revision) { compacted.insert(kept, forKey: key) }
+      return true
+    }
+    index = compacted
+    compactRevision = revision
+  }
+
+  /// The changes of one key that survive a compaction at `revision`, or nil if none do.
+  private static func compact(_ newest: Change, at revision: Int64) -> Change? {
+    var newer: [Change] = []
+    var change: Change? = newest
+    while let current = change, current.revision.main > revision {
+      newer.append(current)
+      change = current.older
+    }
+    // `change` is now the key's state at `revision`: kept only if it is a value.
+    var kept: Change? = nil
+    if let atRevision = change, atRevision.value != nil {
+      kept =
+        atRevision.older == nil
+        ? atRevision
+        : Change(
+          revision: atRevision.revision, value: atRevision.value, createRevision: atRevision.createRevision,
+          version: atRevision.version, lease: atRevision.lease, older: nil)
+    }
+    if newer.isEmpty { return kept }
+    if newer.last!.older === kept { return newest }  // Nothing below was dropped.
+    for current in newer.reversed() {
+      kept = Change(
+        revision: current.revision, value: current.value, createRevision: current.createRevision,
+        version: current.version, lease: current.lease, older: kept)
+    }
+    return kept
+  }
+
+  /// etcd's checkIntervals: within one branch no key is put twice, and no put falls in a range the
+  /// branch deletes; a nested transaction's then and else branches may put the same key (only one
+  /// of them runs).
+  @discardableResult
+  static func checkIntervals(_ operations: [RequestOp]) throws(MVCCError) -> (
+    puts: Set<[UInt8]>, deletes: [KeyRange]
+  ) {
+    var deletes: [KeyRange] = []
+    for case .deleteRange(let delete) in operations { deletes.append(delete.range) }
+    func deleted(_ key: [UInt8]) -> Bool { deletes.contains { $0.contains(key) } }
+    var puts = Set<[UInt8]>()
+    for case .txn(let nested) in operations {
+      let then = try checkIntervals(nested.success)
+      let otherwise = try checkIntervals(nested.failure)
+      for key in then.puts {
+        guard !puts.contains(key), !deleted(key) else { throw .duplicateKey }
+        puts.insert(key)
+      }
+      for key in otherwise.puts {
+        guard !puts.contains(key) || then.puts.contains(key), !deleted(key) else { throw .duplicateKey }
+        puts.insert(key)
+      }
+      deletes += then.deletes + otherwise.deletes
+    }
+    for case .put(let put) in operations {
+      guard !puts.contains(put.key), !deleted(put.key) else { throw .duplicateKey }
+      puts.insert(put.key)
+    }
+    return (puts, deletes)
+  }
+
+  /// Applies one transaction's operations to a working copy of the store.
+  private struct Writer {
+    var store: MVCCStore
+    let main: Int64
+    /// Changes made so far at `main`.
+    var sub: Int64 = 0
+
+    /// What operations read: the revision being made once it has a change.
+    var readRevision: Int64 { sub > 0 ? main : main - 1 }
+
+    mutating func txn(_ request: TxnRequest) throws(MVCCError) -> TxnResponse {
+      let succeeded = request.compare.allSatisfy(evaluate)
+      var responses: [ResponseOp] = []
+      for operation in succeeded ? request.success : request.failure {
+        responses.append(try apply(operation))
+      }
+      return TxnResponse(succeeded: succeeded, responses: responses)
+    }
+
+    func evaluate(_ compare: Compare) -> Bool {
+      var request = RangeRequest(range: compare.range)
+      request.revision = readRevision
+      let kvs = store.rangeUnchecked(request, at: readRevision).kvs
+      guard !kvs.isEmpty else {
+        if case .value = compare.target { return false }
+        return Self.holds(
+          compare,
+          for: MVCCKeyValue(
+            key: compare.range.key, createRevision: 0, modRevision: 0, version: 0, value: [], lease: 0))
+      }
+      return kvs.allSatisfy { Self.holds(compare, for: $0) }
+    }
+
+    static func holds(_ compare: Compare, for kv: MVCCKeyValue) -> Bool {
+      let order: Int =
+        switch compare.target {
+        case .value(let value): compareKeys(kv.value, value)
+        case .version(let version): kv.version < version ? -1 : (kv.version > version ? 1 : 0)
+        case .create(let create): kv.createRevision < create ? -1 : (kv.createRevision > create ? 1 : 0)
+        case .mod(let mod): kv.modRevision < mod ? -1 : (kv.modRevision > mod ? 1 : 0)
+        case .lease(let lease): kv.lease < lease ? -1 : (kv.lease > lease ? 1 : 0)
+        }
+      switch compare.result {
+      case .equal: return order == 0
+      case .notEqual: return order != 0
+      case .less: return order < 0
+      case .greater: return order > 0
+      }
+    }
+
+    mutating func apply(_ operation: RequestOp) throws(MVCCError) -> ResponseOp {
+      switch operation {
+      case .range(let request):
+        var request = request
+        if request.revision <= 0 { request.revision = readRevision }
+        return .range(try store.rangeForTxn(request, current: readRevision))
+      case .put(let request):
+        return .put(try put(request))
+      case .deleteRange(let request):
+        return .deleteRange(try deleteRange(request))
+      case .txn(let nested):
+        return .txn(try txn(nested))
+      }
+    }
+
+    mutating func put(_ request: PutRequest) throws(MVCCError) -> PutResponse {
+      guard !request.key.isEmpty else { throw .emptyKey }
+      let newest = store.index[request.key]
+      let current = newest.flatMap { $0.value == nil ? nil : $0 }
+      if (request.ignoreValue || request.ignoreLease) && current == nil { throw .keyNotFound }
+      let previous = current.map { MVCCStore.keyValue(request.key, $0) }
+      let revision = Revision(main: main, sub: sub)
+      sub += 1
+      let change = Change(
+        revision: revision, value: request.ignoreValue ? current!.value : request.value,
+        createRevision: current?.createRevision ?? main, version: (current?.version ?? 0) + 1,
+        lease: request.ignoreLease ? current!.lease : request.lease, older: newest)
+      store.index.insert(change, forKey: request.key)
+      if current == nil { store.liveKeyCount += 1 }
+      return PutResponse(prevKV: request.prevKV ? previous : nil)
+    }
+
+    mutating func deleteRange(_ request: DeleteRangeRequest) throws(MVCCError) -> DeleteRangeResponse {
+      guard !request.range.key.isEmpty else { throw .emptyKey }
+      var doomed: [([UInt8], Change)] = []
+      if request.range.isSingleKey {
+        if let newest = store.index[request.range.key], newest.value != nil {
+          doomed.append((request.range.key, newest))
+        }
+      } else {
+        store.index.forEach(from: request.range.lowerBound, below: request.range.upperBound) { key, newest in
+          if newest.value != nil { doomed.append((key, newest)) }
+          return true
+        }
+      }
+      var previous: [MVCCKeyValue] = []
+      for (key, newest) in doomed {
+        if request.prevKV { previous.append(MVCCStore.keyValue(key, newest)) }
+        let tombstone = Change(
+          revision: Revision(main: main, sub: sub), value: nil, createRevision: 0, version: 0, lease: 0,
+          older: newest)
+        sub += 1
+        store.index.insert(tombstone, forKey: key)
+        store.liveKeyCount -= 1
+      }
+      return DeleteRangeResponse(deleted: Int64(doomed.count), prevKVs: previous)
+    }
+  }
+
+  /// A range inside a transaction: its revision may be the one being made (`current`).
+  fileprivate func rangeForTxn(_ request: RangeRequest, current: Int64) throws(MVCCError) -> RangeResponse {
+    guard request.revision <= current else { throw .futureRevision }
+    guard request.revision >= compactRevision else { throw .compacted(compactRevision: compactRevision) }
+    return rangeUnchecked(request, at: request.revision)
+  }
+
+  static func keyValue(_ key: [UInt8], _ change: Change) -> MVCCKeyValue {
+    MVCCKeyValue(
+      key: key, createRevision: change.createRevision, modRevision: change.revision.main,
+      version: change.version, value: change.value ?? [], lease: change.lease)
+  }
+}
+
+/// A stable sort (insertion into runs merged bottom-up), since the standard library's `sort` does
+/// not promise stability.
+func stableSorted<T>(_ items: [T], by less: (T, T) -> Bool) -> [T] {
+  var source = items
+  var target = items
+  var width = 1
+  while width < source.count {
+    var start = 0
+    while start < source.count {
+      let middle = Swift.min(start + width, source.count)
+      let end = Swift.min(start + 2 * width, source.count)
+      var (i, j, k) = (start, middle, start)
+      while i < middle && j < end {
+        if less(source[j], source[i]) {
+          target[k] = source[j]
+          j += 1
+        } else {
+          target[k] = source[i]
+          i += 1
+        }
+        k += 1
+      }
+      while i < middle { target[k] = source[i]; i += 1; k += 1 }
+      while j < end { target[k] = source[j]; j += 1; k += 1 }
+      start += 2 * width
+    }
+    swap(&source, &target)
+    width *= 2
+  }
+  return source
+}
