@@ -59,6 +59,10 @@ import Testing
     #expect(await harness.waitForLeader() == third)
 
     let client = harness.client()
+    // What `raftctl transfer` calls: through any member, redirected to the leader.
+    let fourth = try await client.transferLeadership(to: nil)
+    #expect(fourth != third)
+    #expect(await harness.waitForLeader() == fourth)
     try await client.put(["after": "transfer"])
     #expect(try await client.get("after", level: .consistent) == "transfer")
     await client.close()
