@@ -20,6 +20,16 @@ import Testing
       #expect(actual == expected, "seed \(seed) step \(step): \(operation)")
       #expect(store.revision == model.revision, "seed \(seed) step \(step)")
       #expect(store.liveKeyCount == model.current.count, "seed \(seed) step \(step)")
+      // A watcher of a random range from a random revision sees the same changes.
+      let watched = Self.randomWatch(&random, model: model)
+      #expect(
+        Result { () throws(MVCCError) in
+          try store.events(in: watched.range, from: watched.start, prevKV: watched.prevKV)
+        }
+          == Result { () throws(MVCCError) in
+            try model.events(in: watched.range, from: watched.start, prevKV: watched.prevKV)
+          },
+        "seed \(seed) step \(step): watch \(watched)")
       // Every revision, compacted ones included, answers the same full scan.
       if step % 25 == 0 {
         for revision in 0...(model.revision + 1) {
@@ -62,6 +72,19 @@ import Testing
   }
 
   // MARK: - The generator
+
+  static func randomWatch(_ random: inout SplitMix64, model: NaiveMVCC) -> (
+    range: KeyRange, start: Int64, prevKV: Bool
+  ) {
+    func pick(_ n: Int) -> Int { Int(random.next() % UInt64(n)) }
+    let range: KeyRange =
+      switch pick(3) {
+      case 0: KeyRange(key: keys[pick(keys.count)])
+      case 1: .prefix(keys[pick(keys.count)])
+      default: KeyRange(key: [0], rangeEnd: [0])
+      }
+    return (range, Int64(pick(Int(model.revision) + 3)) - 1, pick(2) == 0)
+  }
 
   static let keys: [[UInt8]] =
     ["a", "b", "c", "d", "e", "f", "g", "h", "ab", "abc", "b0"].map { Array($0.utf8) } + [
@@ -201,6 +224,8 @@ struct NaiveMVCC {
 
   /// `states[r]` is the key space at revision r.
   var states: [[[UInt8]: Record]] = [[:]]
+  /// `changes[r]` are the events revision r made, in order, each with its previous key-value.
+  var changes: [[WatchEvent]] = [[]]
   var compactRevision: Int64 = 0
   var revision: Int64 { Int64(states.count - 1) }
   var current: [[UInt8]: Record] { states.last! }
@@ -293,13 +318,29 @@ struct NaiveMVCC {
     try MVCCStore.checkIntervals(request.failure)
     var working = current
     var changed = false
-    let response = try run(request, on: &working, changed: &changed, newRevision: revision + 1)
-    if changed { states.append(working) }
+    var made: [WatchEvent] = []
+    let response = try run(request, on: &working, changed: &changed, events: &made, newRevision: revision + 1)
+    if changed {
+      states.append(working)
+      changes.append(made)
+    }
     return response
   }
 
+  func events(in range: KeyRange, from start: Int64, prevKV: Bool) throws(MVCCError) -> [WatchEvent] {
+    let start = start > 0 ? start : revision + 1
+    guard start > compactRevision else { throw .compacted(compactRevision: compactRevision) }
+    guard start <= revision else { return [] }
+    return changes[Int(start)...].flatMap { $0 }.filter { range.contains($0.kv.key) }.map {
+      var event = $0
+      if !prevKV { event.prevKV = nil }
+      return event
+    }
+  }
+
   func run(
-    _ request: TxnRequest, on state: inout [[UInt8]: Record], changed: inout Bool, newRevision: Int64
+    _ request: TxnRequest, on state: inout [[UInt8]: Record], changed: inout Bool, events: inout [WatchEvent],
+    newRevision: Int64
   ) throws(MVCCError) -> TxnResponse {
     let succeeded = request.compare.allSatisfy { compare in
       let found = kvs(compare.range, in: state)
@@ -328,22 +369,39 @@ struct NaiveMVCC {
             key: put.key, createRevision: $0.createRevision, modRevision: $0.modRevision, version: $0.version,
             value: $0.value, lease: $0.lease)
         }
-        state[put.key] = Record(
+        let record = Record(
           createRevision: existing?.createRevision ?? newRevision, modRevision: newRevision,
           version: (existing?.version ?? 0) + 1, value: put.ignoreValue ? existing!.value : put.value,
           lease: put.ignoreLease ? existing!.lease : put.lease)
+        state[put.key] = record
         changed = true
+        events.append(
+          WatchEvent(
+            type: .put,
+            kv: MVCCKeyValue(
+              key: put.key, createRevision: record.createRevision, modRevision: newRevision,
+              version: record.version,
+              value: record.value, lease: record.lease), prevKV: previous))
         responses.append(.put(PutResponse(prevKV: put.prevKV ? previous : nil)))
       case .deleteRange(let delete):
         guard !delete.range.key.isEmpty else { throw .emptyKey }
         let doomed = kvs(delete.range, in: state)
-        for kv in doomed { state[kv.key] = nil }
+        for kv in doomed {
+          state[kv.key] = nil
+          events.append(
+            WatchEvent(
+              type: .delete,
+              kv: MVCCKeyValue(
+                key: kv.key, createRevision: 0, modRevision: newRevision, version: 0, value: [], lease: 0),
+              prevKV: kv))
+        }
         if !doomed.isEmpty { changed = true }
         responses.append(
           .deleteRange(
             DeleteRangeResponse(deleted: Int64(doomed.count), prevKVs: delete.prevKV ? doomed : [])))
       case .txn(let nested):
-        responses.append(.txn(try run(nested, on: &state, changed: &changed, newRevision: newRevision)))
+        responses.append(
+          .txn(try run(nested, on: &state, changed: &changed, events: &events, newRevision: newRevision)))
       }
     }
     return TxnResponse(succeeded: succeeded, responses: responses)

@@ -51,6 +51,10 @@ public struct MVCCStore: Sendable {
   /// Keys that exist at the current revision.
   public private(set) var liveKeyCount = 0
   private var index = SortedMap<Change>()
+  /// Every change since the compacted revision, by revision (`Revision.indexKey`), naming its key:
+  /// watchers replay history from here in revision order. The change itself is found in the key's
+  /// history, so that this index holds no reference into histories that compaction rebuilds.
+  private var changesByRevision = SortedMap<[UInt8]>()
 
   public init() {}
 
@@ -137,6 +141,41 @@ public struct MVCCStore: Sendable {
     }
   }
 
+  // MARK: - History for watchers
+
+  /// The changes to keys in `range` from revision `start` (0 or below: the next revision, which
+  /// is nothing yet) through the current one, in revision order, as a watcher that starts at
+  /// `start` receives them. The changes of one revision come in the order they were made.
+  /// `prevKV` adds each change's previous value. A start at or below the compacted revision is
+  /// `compacted`: that history is gone (a compaction at R keeps the state at R but not the
+  /// deletes made at R), and the watcher must start again after it. etcd accepts a start equal to
+  /// the compacted revision and may then miss such deletes; this store refuses it instead.
+  public func events(in range: KeyRange, from start: Int64, prevKV: Bool = false) throws(MVCCError)
+    -> [WatchEvent]
+  {
+    let start = start > 0 ? start : revision + 1
+    guard start > compactRevision else { throw .compacted(compactRevision: compactRevision) }
+    var events: [WatchEvent] = []
+    changesByRevision.forEach(from: Revision(main: start).indexKey, below: nil) { at, key in
+      guard range.contains(key) else { return true }
+      guard let newest = index[key] else { preconditionFailure("a change after compaction lost its key") }
+      let revision = Revision(indexKey: at)
+      var change: Change? = newest
+      while let current = change, current.revision != revision { change = current.older }
+      guard let change else { preconditionFailure("change \(revision) is missing from its key's history") }
+      let previous = prevKV ? change.older.flatMap { $0.value == nil ? nil : Self.keyValue(key, $0) } : nil
+      if change.value == nil {
+        let kv = MVCCKeyValue(
+          key: key, createRevision: 0, modRevision: revision.main, version: 0, value: [], lease: 0)
+        events.append(WatchEvent(type: .delete, kv: kv, prevKV: previous))
+      } else {
+        events.append(WatchEvent(type: .put, kv: Self.keyValue(key, change), prevKV: previous))
+      }
+      return true
+    }
+    return events
+  }
+
   // MARK: - Writes
 
   /// Applies a transaction: its compares decide the branch, whose operations apply in order at
@@ -180,6 +219,12 @@ public struct MVCCStore: Sendable {
       return true
     }
     index = compacted
+    var remaining = SortedMap<[UInt8]>()
+    changesByRevision.forEach(from: Revision(main: revision + 1).indexKey, below: nil) { at, key in
+      remaining.insert(key, forKey: at)
+      return true
+    }
+    changesByRevision = remaining
     compactRevision = revision
   }
 
@@ -320,6 +365,7 @@ public struct MVCCStore: Sendable {
         createRevision: current?.createRevision ?? main, version: (current?.version ?? 0) + 1,
         lease: request.ignoreLease ? current!.lease : request.lease, older: newest)
       store.index.insert(change, forKey: request.key)
+      store.changesByRevision.insert(request.key, forKey: revision.indexKey)
       if current == nil { store.liveKeyCount += 1 }
       return PutResponse(prevKV: request.prevKV ? previous : nil)
     }
@@ -345,6 +391,7 @@ public struct MVCCStore: Sendable {
           older: newest)
         sub += 1
         store.index.insert(tombstone, forKey: key)
+        store.changesByRevision.insert(key, forKey: tombstone.revision.indexKey)
         store.liveKeyCount -= 1
       }
       return DeleteRangeResponse(deleted: Int64(doomed.count), prevKVs: previous)

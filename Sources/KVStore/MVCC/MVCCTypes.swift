@@ -15,6 +15,34 @@ public struct Revision: Hashable, Comparable, Sendable, CustomStringConvertible 
 
   public static func < (a: Revision, b: Revision) -> Bool { (a.main, a.sub) < (b.main, b.sub) }
   public var description: String { "\(main).\(sub)" }
+
+  /// 16 big-endian bytes, whose byte order is the revisions' order (both parts are non-negative).
+  var indexKey: [UInt8] {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(16)
+    for part in [main, sub] {
+      for shift in stride(from: 56, through: 0, by: -8) {
+        bytes.append(UInt8(truncatingIfNeeded: part >> shift))
+      }
+    }
+    return bytes
+  }
+
+  init(indexKey bytes: [UInt8]) {
+    precondition(bytes.count == 16, "a revision index key is 16 bytes")
+    func part(_ offset: Int) -> Int64 { bytes[offset..<offset + 8].reduce(0) { $0 << 8 | Int64($1) } }
+    self.init(main: part(0), sub: part(8))
+  }
+}
+
+/// One change as a watcher sees it (etcd's mvccpb.Event): a put with the key's new state, or a
+/// delete with the key and the revision that deleted it.
+public struct WatchEvent: Hashable, Sendable {
+  public enum EventType: Sendable { case put, delete }
+  public var type: EventType
+  public var kv: MVCCKeyValue
+  /// The key's state before this change, when asked for and when it existed.
+  public var prevKV: MVCCKeyValue?
 }
 
 /// A key as a reader sees it at some revision (etcd's mvccpb.KeyValue).
