@@ -20,6 +20,13 @@ import Testing
       #expect(actual == expected, "seed \(seed) step \(step): \(operation)")
       #expect(store.revision == model.revision, "seed \(seed) step \(step)")
       #expect(store.liveKeyCount == model.current.count, "seed \(seed) step \(step)")
+      #expect(store.leaseIDs == model.leases.keys.sorted(), "seed \(seed) step \(step): leases")
+      for id in model.leases.keys {
+        let expectedLease = model.leases[id].map {
+          Lease(id: id, grantedTTL: $0.ttl, checkpointedTTL: $0.checkpoint, keys: model.keys(of: id))
+        }
+        #expect(store.lease(id) == expectedLease, "seed \(seed) step \(step): lease \(id)")
+      }
       // A watcher of a random range from a random revision sees the same changes.
       let watched = Self.randomWatch(&random, model: model)
       #expect(
@@ -117,7 +124,8 @@ import Testing
       return request
     }
     func put() -> PutRequest {
-      var request = PutRequest(key: key(), value: Array("v\(pick(5))".utf8), lease: Int64(pick(3)))
+      var request = PutRequest(
+        key: key(), value: Array("v\(pick(5))".utf8), lease: Int64(pick(3)) * Int64(pick(3)))
       request.prevKV = pick(2) == 0
       request.ignoreValue = pick(8) == 0
       request.ignoreLease = pick(8) == 0
@@ -150,7 +158,10 @@ import Testing
         }
       }
     }
-    switch pick(20) {
+    switch pick(24) {
+    case 20: return .grant(Int64(pick(6)), ttl: Int64(pick(60)))
+    case 21, 22: return .revoke(Int64(pick(6)))
+    case 23: return .checkpoint(Int64(pick(6)), ttl: Int64(pick(60)))
     case 0..<7: return .put(put())
     case 7..<9: return .delete(DeleteRangeRequest(range: range(), prevKV: pick(2) == 0))
     case 9..<13: return .range(rangeRequest())
@@ -170,6 +181,9 @@ import Testing
     case .range(let request): .range(try store.range(request))
     case .txn(let request): .txn(try store.txn(request))
     case .compact(let revision): .compacted(try store.compact(revision))
+    case .grant(let id, let ttl): .compacted(try store.grant(lease: id, ttl: ttl))
+    case .revoke(let id): .revoked(try store.revoke(lease: id))
+    case .checkpoint(let id, let ttl): .compacted(try store.checkpoint(lease: id, remainingTTL: ttl))
     }
   }
 }
@@ -180,6 +194,9 @@ enum ModelOperation: CustomStringConvertible {
   case range(RangeRequest)
   case txn(TxnRequest)
   case compact(Int64)
+  case grant(Int64, ttl: Int64)
+  case revoke(Int64)
+  case checkpoint(Int64, ttl: Int64)
 
   var description: String {
     switch self {
@@ -188,6 +205,9 @@ enum ModelOperation: CustomStringConvertible {
     case .range(let r): "range \(r)"
     case .txn(let r): "txn \(r)"
     case .compact(let revision): "compact \(revision)"
+    case .grant(let id, let ttl): "grant \(id) ttl \(ttl)"
+    case .revoke(let id): "revoke \(id)"
+    case .checkpoint(let id, let ttl): "checkpoint \(id) \(ttl)"
     }
   }
 }
@@ -198,6 +218,7 @@ enum ModelAnswer: Equatable {
   case range(RangeResponse)
   case txn(TxnResponse)
   case compacted(Void)
+  case revoked(Int64)
 
   static func == (a: ModelAnswer, b: ModelAnswer) -> Bool {
     switch (a, b) {
@@ -206,6 +227,7 @@ enum ModelAnswer: Equatable {
     case (.range(let x), .range(let y)): x == y
     case (.txn(let x), .txn(let y)): x == y
     case (.compacted, .compacted): true
+    case (.revoked(let x), .revoked(let y)): x == y
     default: false
     }
   }
@@ -227,6 +249,13 @@ struct NaiveMVCC {
   /// `changes[r]` are the events revision r made, in order, each with its previous key-value.
   var changes: [[WatchEvent]] = [[]]
   var compactRevision: Int64 = 0
+  /// Granted TTL and checkpoint per lease; a lease's keys are derived from the key space (the
+  /// live keys whose lease it is), not kept.
+  var leases: [Int64: (ttl: Int64, checkpoint: Int64)] = [:]
+
+  func keys(of lease: Int64) -> [[UInt8]] {
+    current.filter { $0.value.lease == lease }.map(\.key).sorted { compareKeys($0, $1) < 0 }
+  }
   var revision: Int64 { Int64(states.count - 1) }
   var current: [[UInt8]: Record] { states.last! }
 
@@ -305,6 +334,24 @@ struct NaiveMVCC {
       return .range(try range(request))
     case .txn(let request):
       return .txn(try txn(request))
+    case .grant(let id, let ttl):
+      guard id > 0 else { throw .invalidLeaseID }
+      guard leases[id] == nil else { throw .leaseExists }
+      leases[id] = (ttl, 0)
+      return .compacted(())
+    case .checkpoint(let id, let ttl):
+      guard leases[id] != nil else { throw .leaseNotFound }
+      leases[id]!.checkpoint = ttl
+      return .compacted(())
+    case .revoke(let id):
+      guard leases[id] != nil else { throw .leaseNotFound }
+      let keys = keys(of: id)
+      if !keys.isEmpty {
+        _ = try txn(
+          TxnRequest(success: keys.map { .deleteRange(DeleteRangeRequest(range: KeyRange(key: $0))) }))
+      }
+      leases[id] = nil
+      return .revoked(Int64(keys.count))
     case .compact(let target):
       guard target > compactRevision else { throw .compacted(compactRevision: compactRevision) }
       guard target <= revision else { throw .futureRevision }
@@ -364,6 +411,8 @@ struct NaiveMVCC {
         guard !put.key.isEmpty else { throw .emptyKey }
         let existing = state[put.key]
         if (put.ignoreValue || put.ignoreLease) && existing == nil { throw .keyNotFound }
+        let lease = put.ignoreLease ? existing!.lease : put.lease
+        if lease != 0 && leases[lease] == nil { throw .leaseNotFound }
         let previous = existing.map {
           MVCCKeyValue(
             key: put.key, createRevision: $0.createRevision, modRevision: $0.modRevision, version: $0.version,
@@ -372,7 +421,7 @@ struct NaiveMVCC {
         let record = Record(
           createRevision: existing?.createRevision ?? newRevision, modRevision: newRevision,
           version: (existing?.version ?? 0) + 1, value: put.ignoreValue ? existing!.value : put.value,
-          lease: put.ignoreLease ? existing!.lease : put.lease)
+          lease: lease)
         state[put.key] = record
         changed = true
         events.append(

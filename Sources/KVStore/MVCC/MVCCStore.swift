@@ -55,6 +55,14 @@ public struct MVCCStore: Sendable {
   /// watchers replay history from here in revision order. The change itself is found in the key's
   /// history, so that this index holds no reference into histories that compaction rebuilds.
   private var changesByRevision = SortedMap<[UInt8]>()
+  /// Leases by id (8 big-endian bytes), each with the set of keys attached to it.
+  private var leases = SortedMap<LeaseRecord>()
+
+  struct LeaseRecord: Sendable {
+    var grantedTTL: Int64
+    var checkpointedTTL: Int64 = 0
+    var keys = SortedMap<Bool>()
+  }
 
   public init() {}
 
@@ -174,6 +182,71 @@ public struct MVCCStore: Sendable {
       return true
     }
     return events
+  }
+
+  // MARK: - Leases
+
+  /// Creates lease `id` with `ttl` seconds. The proposer chooses the id (etcd's leader picks one
+  /// when the client leaves it 0) so that every replica applies the same one.
+  public mutating func grant(lease id: Int64, ttl: Int64) throws(MVCCError) {
+    guard id > 0 else { throw .invalidLeaseID }
+    guard leases[Self.leaseKey(id)] == nil else { throw .leaseExists }
+    leases.insert(LeaseRecord(grantedTTL: ttl), forKey: Self.leaseKey(id))
+  }
+
+  /// Deletes lease `id` and, at one new revision (if it has any), every key attached to it, in key
+  /// order. This is how a lease expires too: the leader proposes the revoke, so every replica
+  /// deletes the same keys at the same revision. Returns how many keys were deleted.
+  @discardableResult
+  public mutating func revoke(lease id: Int64) throws(MVCCError) -> Int64 {
+    guard let lease = leases[Self.leaseKey(id)] else { throw .leaseNotFound }
+    var keys: [[UInt8]] = []
+    lease.keys.forEach(from: [], below: nil) { key, _ in
+      keys.append(key)
+      return true
+    }
+    var writer = Writer(store: self, main: revision + 1)
+    var deleted: Int64 = 0
+    for key in keys {
+      deleted += try writer.deleteRange(DeleteRangeRequest(range: KeyRange(key: key))).deleted
+    }
+    writer.store.leases.remove(Self.leaseKey(id))
+    let changed = writer.sub > 0
+    self = writer.store
+    if changed { revision += 1 }
+    return deleted
+  }
+
+  /// Records the remaining TTL the leader computed for lease `id`.
+  public mutating func checkpoint(lease id: Int64, remainingTTL: Int64) throws(MVCCError) {
+    guard var lease = leases[Self.leaseKey(id)] else { throw .leaseNotFound }
+    lease.checkpointedTTL = remainingTTL
+    leases.insert(lease, forKey: Self.leaseKey(id))
+  }
+
+  /// Lease `id` with its keys, or nil.
+  public func lease(_ id: Int64) -> Lease? {
+    guard let record = leases[Self.leaseKey(id)] else { return nil }
+    var keys: [[UInt8]] = []
+    record.keys.forEach(from: [], below: nil) { key, _ in
+      keys.append(key)
+      return true
+    }
+    return Lease(id: id, grantedTTL: record.grantedTTL, checkpointedTTL: record.checkpointedTTL, keys: keys)
+  }
+
+  /// Every lease id, ascending.
+  public var leaseIDs: [Int64] {
+    var ids: [Int64] = []
+    leases.forEach(from: [], below: nil) { key, _ in
+      ids.append(key.reduce(0) { $0 << 8 | Int64($1) })
+      return true
+    }
+    return ids
+  }
+
+  static func leaseKey(_ id: Int64) -> [UInt8] {
+    stride(from: 56, through: 0, by: -8).map { UInt8(truncatingIfNeeded: id >> $0) }
   }
 
   // MARK: - Writes
@@ -358,12 +431,16 @@ public struct MVCCStore: Sendable {
       let current = newest.flatMap { $0.value == nil ? nil : $0 }
       if (request.ignoreValue || request.ignoreLease) && current == nil { throw .keyNotFound }
       let previous = current.map { MVCCStore.keyValue(request.key, $0) }
+      let lease = request.ignoreLease ? current!.lease : request.lease
+      if lease != 0 && store.leases[MVCCStore.leaseKey(lease)] == nil { throw .leaseNotFound }
+      if let old = current?.lease, old != lease { store.detach(request.key, from: old) }
+      if lease != 0 { store.attach(request.key, to: lease) }
       let revision = Revision(main: main, sub: sub)
       sub += 1
       let change = Change(
         revision: revision, value: request.ignoreValue ? current!.value : request.value,
         createRevision: current?.createRevision ?? main, version: (current?.version ?? 0) + 1,
-        lease: request.ignoreLease ? current!.lease : request.lease, older: newest)
+        lease: lease, older: newest)
       store.index.insert(change, forKey: request.key)
       store.changesByRevision.insert(request.key, forKey: revision.indexKey)
       if current == nil { store.liveKeyCount += 1 }
@@ -393,9 +470,21 @@ public struct MVCCStore: Sendable {
         store.index.insert(tombstone, forKey: key)
         store.changesByRevision.insert(key, forKey: tombstone.revision.indexKey)
         store.liveKeyCount -= 1
+        store.detach(key, from: newest.lease)
       }
       return DeleteRangeResponse(deleted: Int64(doomed.count), prevKVs: previous)
     }
+  }
+
+  private mutating func attach(_ key: [UInt8], to lease: Int64) {
+    guard var record = leases[Self.leaseKey(lease)] else { return }
+    record.keys.insert(true, forKey: key)
+    leases.insert(record, forKey: Self.leaseKey(lease))
+  }
+
+  private mutating func detach(_ key: [UInt8], from lease: Int64) {
+    guard lease != 0, var record = leases[Self.leaseKey(lease)], record.keys.remove(key) else { return }
+    leases.insert(record, forKey: Self.leaseKey(lease))
   }
 
   /// A range inside a transaction: its revision may be the one being made (`current`).

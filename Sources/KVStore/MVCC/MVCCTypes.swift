@@ -242,6 +242,12 @@ public enum MVCCError: Error, Hashable, Sendable, CustomStringConvertible {
   /// A transaction that puts one key twice, or puts a key that it also deletes.
   case duplicateKey
   case emptyKey
+  /// A put or revoke of a lease that does not exist.
+  case leaseNotFound
+  /// A grant of a lease id that is taken.
+  case leaseExists
+  /// A grant of a lease id that is not positive.
+  case invalidLeaseID
 
   public var description: String {
     switch self {
@@ -250,6 +256,22 @@ public enum MVCCError: Error, Hashable, Sendable, CustomStringConvertible {
     case .keyNotFound: "etcdserver: key not found"
     case .duplicateKey: "etcdserver: duplicate key given in txn request"
     case .emptyKey: "etcdserver: key is not provided"
+    case .leaseNotFound: "etcdserver: requested lease not found"
+    case .leaseExists: "etcdserver: lease already exists"
+    case .invalidLeaseID: "etcdserver: lease ID must be positive"
     }
   }
+}
+
+/// A lease as the store keeps it: what the log said about it. When it expires is not here: that
+/// is the leader's clock, which proposes a revoke when the time comes (see `MVCCStore.revoke`).
+public struct Lease: Hashable, Sendable {
+  public var id: Int64
+  /// The TTL granted, in seconds (already raised to the cluster's minimum by the proposer).
+  public var grantedTTL: Int64
+  /// The remaining TTL the leader last checkpointed through the log (0: none yet), so that a new
+  /// leader does not restart the full TTL of a lease that was about to expire, nor expire it early.
+  public var checkpointedTTL: Int64
+  /// The keys attached to it, in byte order.
+  public var keys: [[UInt8]]
 }
