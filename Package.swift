@@ -129,6 +129,8 @@ let package = Package(
       ]),
     // Storage benchmark (BENCHMARKS.md) and the child process the WAL crash test kills.
     .executableTarget(name: "raft-storage-bench", dependencies: ["RaftStorage"]),
+    // Apply throughput and memory of the multi-version store beside the current state machine.
+    .executableTarget(name: "kv-store-bench", dependencies: ["KVStore"]),
     .executableTarget(name: "wal-crash-writer", dependencies: ["RaftStorage"]),
 
     .testTarget(name: "RaftTests", dependencies: ["Raft"]),
