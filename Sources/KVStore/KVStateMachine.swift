@@ -307,6 +307,10 @@ public final class KVStateMachine {
     entries = state.entries
     idempotency = state.idempotency
     clusterVersion = state.clusterVersion
+    if clusterVersion > supportedClusterVersion {
+      // A snapshot from a cluster that outgrew this build: as for a `setClusterVersion` applied.
+      unsupportedClusterVersion = max(unsupportedClusterVersion ?? 0, clusterVersion)
+    }
   }
 }
 

@@ -27,7 +27,8 @@ while let argument = arguments.next() {
   case "--value-bytes": valueBytes = Int(arguments.next() ?? "") ?? valueBytes
   case "--only": only = arguments.next()
   default:
-    FileHandle.standardError.write(Data("usage: kv-store-bench [--keys N] [--value-bytes B] [--only mvcc|kv]\n".utf8))
+    FileHandle.standardError.write(
+      Data("usage: kv-store-bench [--keys N] [--value-bytes B] [--only mvcc|kv]\n".utf8))
     exit(64)
   }
 }
@@ -59,7 +60,9 @@ let keyText: [String] = (0..<keys).map { i in
 let keyBytes: [[UInt8]] = keyText.map { Array($0.utf8) }
 let value = [UInt8](repeating: 0x61, count: valueBytes)
 let rawLive = Double(keys * (16 + valueBytes)) / 1_048_576
-print("kv-store-bench: \(keys) keys of 16 B, values of \(valueBytes) B (raw live data \(String(format: "%.0f", rawLive)) MiB); RSS at start \(String(format: "%.0f", residentMiB())) MiB")
+print(
+  "kv-store-bench: \(keys) keys of 16 B, values of \(valueBytes) B (raw live data \(String(format: "%.0f", rawLive)) MiB); RSS at start \(String(format: "%.0f", residentMiB())) MiB"
+)
 
 if only == nil || only == "mvcc" {
   var store = MVCCStore()

@@ -75,5 +75,10 @@ import Testing
     try restore(restored, appliedIndex: driver.machine.appliedIndex, from: after)
     #expect(restored.clusterVersion == 2)
     #expect(restored.canonicalState() == driver.machine.canonicalState())
+    #expect(restored.unsupportedClusterVersion == nil)
+    // A replica of an older build that is handed this snapshot learns that it cannot follow.
+    let older = KVStateMachine(supportedClusterVersion: 1)
+    try restore(older, appliedIndex: driver.machine.appliedIndex, from: after)
+    #expect(older.unsupportedClusterVersion == 2)
   }
 }

@@ -123,6 +123,8 @@ extension RaftDBNode {
     let role: String = try await node.loop.submit {
       node.group.start()
       node.startTicking()
+      // A local snapshot of a cluster that outgrew this build stops it here.
+      node.stopIfTheClusterOutgrewThisBuild()
       return node.roleName(node.raft.currentRole)
     }.get()
     logger.info(

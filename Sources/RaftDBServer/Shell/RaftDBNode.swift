@@ -98,7 +98,10 @@ public final class RaftDBNode: @unchecked Sendable {
     hooks.softStateChanged = { [unowned self] in softStateChanged($0) }
     hooks.configurationChanged = { [unowned self] in configurationChanged($0) }
     hooks.applied = { [unowned self] _, containedCommands in applied(containedCommands: containedCommands) }
-    hooks.machineRestored = { [unowned self] _, _ in publishReadView() }
+    hooks.machineRestored = { [unowned self] _, _ in
+      publishReadView()
+      stopIfTheClusterOutgrewThisBuild()
+    }
     hooks.turnFinished = { [unowned self] in publishAdmission() }
     hooks.failed = { [unowned self] reason in failed(reason) }
     group = RaftGroup(
