@@ -100,7 +100,7 @@ let package = Package(
     .executableTarget(
       name: "raftdb",
       dependencies: [
-        "RaftDBServer", "RaftDBClient", "RaftDBAPI",
+        "RaftDBServer", "RaftDBClient", "RaftDBAPI", "KVStore",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ]),

@@ -68,16 +68,30 @@ public final class KVStateMachine {
     } catch {
       return KVApplyOutcome(result: .rejected(reason: "undecodable command: \(error)"), isDuplicate: false)
     }
-    if case .setClusterVersion(let version) = request.command, version > supportedClusterVersion {
+    let required = RequestFormat.requiredClusterVersion(ofTag: request.tag)
+    if case .setClusterVersion(let version) = request.command, version > supportedClusterVersion,
+      supportedClusterVersion > ClusterVersion.initial
+    {
+      // A build that knows cluster versions cannot follow this one: its node stops.
       unsupportedClusterVersion = max(unsupportedClusterVersion ?? 0, version)
       return KVApplyOutcome(
         result: .rejected(reason: "cluster version \(version) is newer than this build supports"),
         isDuplicate: false)
     }
-    guard RequestFormat.requiredClusterVersion(ofTag: request.tag) <= supportedClusterVersion else {
-      // What a build from before the command would answer.
+    guard required <= supportedClusterVersion else {
+      // What a build from before the command answers (a version 1 stand-in: also to a
+      // `setClusterVersion`, as a build from before cluster versions does).
       return KVApplyOutcome(
         result: .rejected(reason: "undecodable command: \(KVDecodingError.unknownTag(request.tag))"),
+        isDuplicate: false)
+    }
+    if required > clusterVersion, request.tag != RequestFormat.tagSetClusterVersion {
+      // The replicated gate: every replica rejects a command the log has not agreed yet, as the
+      // older builds among them do, whoever proposed it.
+      return KVApplyOutcome(
+        result: .rejected(
+          reason:
+            "this command needs cluster version \(required), and the cluster runs version \(clusterVersion)"),
         isDuplicate: false)
     }
     // Validation comes first so that a rejected command changes nothing at all, not even the clock.
@@ -288,6 +302,10 @@ public final class KVStateMachine {
     var decoder = KVSnapshotDecoder()
     while let chunk = try next() { try decoder.feed(chunk) }
     let state = try decoder.finish()
+    if state.clusterVersion > supportedClusterVersion && supportedClusterVersion == ClusterVersion.initial {
+      // A build from before cluster versions cannot read the format that carries one.
+      throw KVDecodingError.unsupportedVersion(SnapshotFormat.version)
+    }
     guard state.appliedIndex == appliedIndex else {
       throw KVDecodingError.invalidSnapshot(
         "snapshot is at index \(state.appliedIndex), expected \(appliedIndex)")

@@ -3,7 +3,9 @@ import JSON
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import RaftDBAPI
+// Clients of this library use its read levels and address parsing without importing the module
+// that defines them for the server too.
+@_exported import RaftDBAPI
 
 public enum RaftDBClientError: Error, Sendable, CustomStringConvertible {
   /// The server answered with an error status and `{"error": ...}`.

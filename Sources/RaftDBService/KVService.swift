@@ -79,7 +79,6 @@ public struct KVService: Sendable {
     do {
       try validation.validate(idempotencyKey: idempotencyKey)
       try validation.validate(command)
-      try requireClusterVersion(for: command)
     } catch {
       return eventLoop.makeFailedFuture(error)
     }
@@ -96,17 +95,6 @@ public struct KVService: Sendable {
       }
       throw ServiceError.internalError("unexpected result \(outcome.result)")
     }
-  }
-
-  /// Refuses a command that needs a newer cluster version than the cluster has agreed: some member
-  /// may run a build that would reject it while the others apply it.
-  private func requireClusterVersion(for command: KVCommand) throws(ServiceError) {
-    let needed = command.requiredClusterVersion
-    let versions = backend.versions()
-    guard needed > versions.cluster else { return }
-    throw .failedPrecondition(
-      "\(command.operationName) needs cluster version \(needed), and the cluster runs version \(versions.cluster): it rises once every member runs a build that supports it (GET /version)"
-    )
   }
 
   // MARK: Reads
@@ -197,7 +185,7 @@ public struct JoinResult: Sendable {
 
 extension KVCommand {
   /// How errors name the command.
-  var operationName: String {
+  public var operationName: String {
     switch self {
     case .put: "put"
     case .delete: "delete"

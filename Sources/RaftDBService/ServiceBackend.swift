@@ -11,8 +11,10 @@ import RaftDBAPI
 /// (BENCHMARKS.md). Every failure is a `ServiceError`, or an `EventLoopError` once the member's loop
 /// has shut down.
 public protocol ServiceBackend: Sendable {
-  /// Proposes an encoded, validated `KVRequest` on the leader; completes once it is committed and
-  /// applied, with the state machine's result.
+  /// Proposes a validated `KVRequest` on the leader; completes once it is committed and applied,
+  /// with the state machine's result. On the leader, after the leadership check, a command whose
+  /// `requiredClusterVersion` is above the version the log agreed fails with `failedPrecondition`
+  /// (a follower answers `notLeader`, so that the client is sent to the leader, which knows best).
   func submitWrite(_ request: KVRequest) -> EventLoopFuture<WriteOutcome>
   /// The value of `key` in the last published read view of this member (a `stale` read): answered
   /// on the caller's thread.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KVStore
 import Logging
 import NIOCore
 import NIOPosix
@@ -208,7 +209,13 @@ struct RaftDBCommand: AsyncParsableCommand {
     }
     if let version = ProcessInfo.processInfo.environment["RAFTDB_TEST_SUPPORTED_CLUSTER_VERSION"] {
       // Test only (see ServerOptions.testSupportedClusterVersion).
-      options.testSupportedClusterVersion = UInt32(version)
+      guard let parsed = UInt32(version), (ClusterVersion.initial...ClusterVersion.latest).contains(parsed)
+      else {
+        throw ValidationError(
+          "RAFTDB_TEST_SUPPORTED_CLUSTER_VERSION must be \(ClusterVersion.initial) to \(ClusterVersion.latest), not \"\(version)\""
+        )
+      }
+      options.testSupportedClusterVersion = parsed
     }
 
     try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)

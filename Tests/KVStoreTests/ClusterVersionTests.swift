@@ -35,8 +35,8 @@ import Testing
     #expect(driver.machine.dataBytes == 0)
   }
 
-  /// A replica standing in for a build of cluster version 1 rejects the newer commands exactly as
-  /// that build's decoder does, and notes a cluster version it cannot follow.
+  /// A replica standing in for a build from before cluster versions rejects the newer commands,
+  /// the cluster version command included, exactly as that build's decoder does, and carries on.
   @Test func aReplicaOfAnOlderBuildRejectsNewerCommandsAsThatBuildWould() {
     let older = Driver(supportedClusterVersion: 1)
     older.apply(put("lock", "a"))
@@ -44,12 +44,36 @@ import Testing
       older.apply(.compareAndDelete(key: "lock", expected: "a")).result
         == .rejected(reason: "undecodable command: unknown tag 4"))
     #expect(older.machine.get("lock")?.value == "a")
-    guard case .rejected = older.apply(.setClusterVersion(2)).result else {
-      Issue.record("a version 1 replica applied a cluster version of 2")
+    #expect(
+      older.apply(.setClusterVersion(2)).result == .rejected(reason: "undecodable command: unknown tag 5"))
+    #expect(older.machine.unsupportedClusterVersion == nil)
+    #expect(older.machine.clusterVersion == 1)
+  }
+
+  /// A build that knows cluster versions, handed a version above its own (here a version 2 build
+  /// and a version 3 the log agreed), notes it so that its node stops instead of diverging.
+  @Test func aBuildThatKnowsClusterVersionsNotesOneItCannotFollow() {
+    let driver = Driver()
+    guard case .rejected = driver.apply(.setClusterVersion(3)).result else {
+      Issue.record("a version 2 build applied cluster version 3")
       return
     }
-    #expect(older.machine.unsupportedClusterVersion == 2)
-    #expect(older.machine.clusterVersion == 1)
+    #expect(driver.machine.unsupportedClusterVersion == 3)
+    #expect(driver.machine.clusterVersion == 1)
+  }
+
+  /// The replicated gate: until the log has agreed version 2, every replica of this build rejects
+  /// compare-and-delete too, as the older builds do, whoever proposed it.
+  @Test func everyReplicaRejectsACommandTheLogHasNotAgreed() {
+    let driver = Driver()
+    driver.apply(put("lock", "a"))
+    guard case .rejected(let reason) = driver.apply(.compareAndDelete(key: "lock", expected: "a")).result
+    else {
+      Issue.record("applied before the cluster version rose")
+      return
+    }
+    #expect(reason.contains("needs cluster version 2"))
+    #expect(driver.machine.get("lock")?.value == "a")
   }
 
   @Test func aSetClusterVersionWithAnIdempotencyKeyIsRejected() {
@@ -76,9 +100,11 @@ import Testing
     #expect(restored.clusterVersion == 2)
     #expect(restored.canonicalState() == driver.machine.canonicalState())
     #expect(restored.unsupportedClusterVersion == nil)
-    // A replica of an older build that is handed this snapshot learns that it cannot follow.
+    // A stand-in for a build from before cluster versions cannot read format 2, as that build cannot.
     let older = KVStateMachine(supportedClusterVersion: 1)
-    try restore(older, appliedIndex: driver.machine.appliedIndex, from: after)
-    #expect(older.unsupportedClusterVersion == 2)
+    #expect(throws: KVDecodingError.unsupportedVersion(2)) {
+      try restore(older, appliedIndex: driver.machine.appliedIndex, from: after)
+    }
+    #expect(older.count == 0, "nothing of the snapshot was installed")
   }
 }

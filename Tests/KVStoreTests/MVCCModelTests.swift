@@ -62,6 +62,34 @@ import Testing
     #expect(try store.range(RangeRequest(range: .prefix(Array("k".utf8)))).count == 0)
   }
 
+  /// Every compare, nested ones included, reads the store as it was before the transaction (etcd's
+  /// compareToPath), while a range reads what the transaction wrote so far.
+  @Test func nestedComparesReadTheStoreBeforeTheTransaction() throws {
+    var store = MVCCStore()
+    let a = Array("a".utf8)
+    let nested = TxnRequest(
+      compare: [Compare(range: KeyRange(key: a), .equal, .value([1]))],
+      success: [.put(PutRequest(key: Array("then".utf8), value: [1]))],
+      failure: [.put(PutRequest(key: Array("else".utf8), value: [1]))])
+    let response = try store.txn(
+      TxnRequest(success: [
+        .put(PutRequest(key: a, value: [1])), .range(RangeRequest(range: KeyRange(key: a))), .txn(nested),
+      ]))
+    guard case .range(let read) = response.responses[1], case .txn(let inner) = response.responses[2] else {
+      Issue.record("unexpected responses \(response)")
+      return
+    }
+    #expect(read.kvs.map(\.value) == [[1]], "the range sees the transaction's own put")
+    #expect(!inner.succeeded, "the nested compare sees \"a\" absent, as before the transaction")
+    #expect(try store.range(RangeRequest(range: KeyRange(key: Array("else".utf8)))).count == 1)
+    var future = RangeRequest(range: KeyRange(key: a))
+    future.revision = store.revision + 1
+    #expect(throws: MVCCError.futureRevision) {
+      try store.txn(
+        TxnRequest(success: [.put(PutRequest(key: Array("b".utf8), value: [2])), .range(future)]))
+    }
+  }
+
   @Test func theIndexStaysBalanced() {
     var map = SortedMap<Int>()
     for i in 0..<100_000 { map.insert(i, forKey: Array(String(i, radix: 16).utf8)) }
@@ -278,6 +306,12 @@ struct NaiveMVCC {
     var all = kvs(request.range, in: state)
     let count = Int64(all.count)
     if request.countOnly { return RangeResponse(kvs: [], more: false, count: count) }
+    let filtered =
+      request.minModRevision != 0 || request.maxModRevision != 0 || request.minCreateRevision != 0
+      || request.maxCreateRevision != 0
+    if request.limit > 0 && !filtered && request.sortOrder == .none {
+      all = Array(all.prefix(Int(request.limit) + 1))  // etcd fetches limit+1 by key, then sorts.
+    }
     all.removeAll {
       (request.minModRevision != 0 && $0.modRevision < request.minModRevision)
         || (request.maxModRevision != 0 && $0.modRevision > request.maxModRevision)
@@ -390,7 +424,7 @@ struct NaiveMVCC {
     newRevision: Int64
   ) throws(MVCCError) -> TxnResponse {
     let succeeded = request.compare.allSatisfy { compare in
-      let found = kvs(compare.range, in: state)
+      let found = kvs(compare.range, in: current)  // Before the transaction wrote anything.
       if found.isEmpty {
         if case .value = compare.target { return false }
         return Self.holds(
@@ -402,11 +436,13 @@ struct NaiveMVCC {
     for operation in succeeded ? request.success : request.failure {
       switch operation {
       case .range(let range):
-        let at = range.revision > 0 ? range.revision : (changed ? newRevision : newRevision - 1)
-        let current = changed ? newRevision : newRevision - 1
-        guard at <= current else { throw .futureRevision }
-        guard at >= compactRevision else { throw .compacted(compactRevision: compactRevision) }
-        responses.append(.range(self.range(range, in: at == current ? state : states[Int(at)])))
+        if range.revision > 0 {
+          guard range.revision <= newRevision - 1 else { throw .futureRevision }
+          guard range.revision >= compactRevision else { throw .compacted(compactRevision: compactRevision) }
+          responses.append(.range(self.range(range, in: states[Int(range.revision)])))
+        } else {
+          responses.append(.range(self.range(range, in: state)))
+        }
       case .put(let put):
         guard !put.key.isEmpty else { throw .emptyKey }
         let existing = state[put.key]

@@ -96,9 +96,12 @@ import Testing
   }
 
   static func replicaVerdict(_ command: KVCommand, idempotencyKey: String?) -> String? {
+    // A cluster whose log agreed version 2, as the backend's (compare-and-delete is allowed).
     let machine = KVStateMachine(limits: limits)
+    _ = machine.apply(
+      index: 1, data: KVRequest(command: .setClusterVersion(2), proposedAtMillis: 1).encoded())
     let request = KVRequest(command: command, idempotencyKey: idempotencyKey, proposedAtMillis: 1)
-    if case .rejected(let reason) = machine.apply(index: 1, data: request.encoded()).result { return reason }
+    if case .rejected(let reason) = machine.apply(index: 2, data: request.encoded()).result { return reason }
     return nil
   }
 

@@ -80,15 +80,14 @@ public struct MVCCStore: Sendable {
   func rangeUnchecked(_ request: RangeRequest, at readRevision: Int64) -> RangeResponse {
     let sortOrder: RangeRequest.SortOrder =
       request.sortTarget != .key && request.sortOrder == .none ? .ascend : request.sortOrder
-    // As etcd: the limit is pushed down only when the natural order (ascending keys) is the
-    // answer's and nothing is filtered afterwards; one more key is read to tell `more`.
+    // As etcd's apply: the limit is pushed down (one more key read, to tell `more`) only when the
+    // request asked for no sort order and no filter, decided before NONE with a target other than
+    // the key becomes ascending; so such a request sorts the first limit+1 keys by key, not all.
     let filtered =
       request.minModRevision != 0 || request.maxModRevision != 0 || request.minCreateRevision != 0
       || request.maxCreateRevision != 0
     let pushedLimit =
-      request.limit > 0 && !filtered
-        && (sortOrder == .none || (sortOrder == .ascend && request.sortTarget == .key))
-      ? Int(request.limit) + 1 : 0
+      request.limit > 0 && !filtered && request.sortOrder == .none ? Int(request.limit) + 1 : 0
     var kvs: [MVCCKeyValue] = []
     var count: Int64 = 0
     visit(request.range, at: readRevision) { kv in
@@ -205,7 +204,7 @@ public struct MVCCStore: Sendable {
       keys.append(key)
       return true
     }
-    var writer = Writer(store: self, main: revision + 1)
+    var writer = Writer(store: self, base: self, main: revision + 1)
     var deleted: Int64 = 0
     for key in keys {
       deleted += try writer.deleteRange(DeleteRangeRequest(range: KeyRange(key: key))).deleted
@@ -258,7 +257,7 @@ public struct MVCCStore: Sendable {
   public mutating func txn(_ request: TxnRequest) throws(MVCCError) -> TxnResponse {
     try Self.checkIntervals(request.success)
     try Self.checkIntervals(request.failure)
-    var writer = Writer(store: self, main: revision + 1)
+    var writer = Writer(store: self, base: self, main: revision + 1)
     let response = try writer.txn(request)
     if writer.sub > 0 {
       self = writer.store
@@ -363,6 +362,10 @@ public struct MVCCStore: Sendable {
   /// Applies one transaction's operations to a working copy of the store.
   private struct Writer {
     var store: MVCCStore
+    /// The store before the transaction: every compare, nested ones included, reads it (etcd's
+    /// `compareToPath` evaluates the whole path before anything is written), and a range's
+    /// explicit revision may not be above it.
+    let base: MVCCStore
     let main: Int64
     /// Changes made so far at `main`.
     var sub: Int64 = 0
@@ -380,9 +383,7 @@ public struct MVCCStore: Sendable {
     }
 
     func evaluate(_ compare: Compare) -> Bool {
-      var request = RangeRequest(range: compare.range)
-      request.revision = readRevision
-      let kvs = store.rangeUnchecked(request, at: readRevision).kvs
+      let kvs = base.rangeUnchecked(RangeRequest(range: compare.range), at: base.revision).kvs
       guard !kvs.isEmpty else {
         if case .value = compare.target { return false }
         return Self.holds(
@@ -413,9 +414,10 @@ public struct MVCCStore: Sendable {
     mutating func apply(_ operation: RequestOp) throws(MVCCError) -> ResponseOp {
       switch operation {
       case .range(let request):
-        var request = request
-        if request.revision <= 0 { request.revision = readRevision }
-        return .range(try store.rangeForTxn(request, current: readRevision))
+        // No revision: what the transaction has written so far is read too (etcd's
+        // storeTxnWrite.Range). A revision is checked against the store before the transaction.
+        guard request.revision > 0 else { return .range(store.rangeUnchecked(request, at: readRevision)) }
+        return .range(try base.range(request))
       case .put(let request):
         return .put(try put(request))
       case .deleteRange(let request):
@@ -485,13 +487,6 @@ public struct MVCCStore: Sendable {
   private mutating func detach(_ key: [UInt8], from lease: Int64) {
     guard lease != 0, var record = leases[Self.leaseKey(lease)], record.keys.remove(key) else { return }
     leases.insert(record, forKey: Self.leaseKey(lease))
-  }
-
-  /// A range inside a transaction: its revision may be the one being made (`current`).
-  fileprivate func rangeForTxn(_ request: RangeRequest, current: Int64) throws(MVCCError) -> RangeResponse {
-    guard request.revision <= current else { throw .futureRevision }
-    guard request.revision >= compactRevision else { throw .compacted(compactRevision: compactRevision) }
-    return rangeUnchecked(request, at: request.revision)
   }
 
   static func keyValue(_ key: [UInt8], _ change: Change) -> MVCCKeyValue {

@@ -3,6 +3,7 @@ import JSON
 import KVStore
 import NIOCore
 import NIOHTTP1
+import Raft
 import RaftDBAPI
 import RaftDBClient
 import RaftDBService
@@ -30,7 +31,11 @@ extension RaftDBNode {
     let interval = Duration.milliseconds(options.clusterVersionCheckMillis)
     let task = Task { [weak self] in
       while !Task.isCancelled {
-        try? await Task.sleep(for: interval)
+        do {
+          try await Task.sleep(for: interval)
+        } catch {
+          return  // Cancelled: the node is shutting down.
+        }
         guard let self else { return }
         await self.raiseClusterVersionIfEveryMemberSupportsIt()
       }
@@ -38,21 +43,30 @@ extension RaftDBNode {
     versionMonitor.withLockedValue { $0 = task }
   }
 
-  func stopClusterVersionMonitor() {
-    versionMonitor.withLockedValue { $0?.cancel() }
+  /// Stops the monitor and waits for a round in progress, before the loops it uses shut down.
+  func stopClusterVersionMonitor() async {
+    let task = versionMonitor.withLockedValue { $0 }
+    task?.cancel()
+    await task?.value
   }
 
   /// One round of the monitor: on the leader, asks every other member for its supported version
   /// and proposes the lowest of them (and this node's) if it is above the cluster's. A member that
-  /// does not answer holds the version where it is.
+  /// does not answer holds the version where it is. The proposal is made on the loop in the turn
+  /// that checks that the members are still those polled and no other raise is in flight; from
+  /// then until it is applied, joins are judged against the version it raises to.
   func raiseClusterVersionIfEveryMemberSupportsIt() async {
-    typealias Plan = (current: UInt32, supported: UInt32, members: [(name: String, http: String)])
+    typealias Plan = (
+      current: UInt32, supported: UInt32, configuration: Configuration,
+      members: [(name: String, http: String)]
+    )
     let plan: Plan? = try? await onLoop {
       self.loop.makeSucceededFuture(
-        self.stopped || !self.raft.isLeader || self.machine.clusterVersion >= self.supportedClusterVersion
+        self.stopped || !self.raft.isLeader || self.clusterVersionRaiseInFlight != nil
+          || self.machine.clusterVersion >= self.supportedClusterVersion
           ? nil
           : (
-            self.machine.clusterVersion, self.supportedClusterVersion,
+            self.machine.clusterVersion, self.supportedClusterVersion, self.raft.configuration,
             self.raft.configuration.memberInfos.filter { $0.member.id != self.id }.map {
               ($0.info.name, $0.info.httpAddress)
             }
@@ -62,7 +76,15 @@ extension RaftDBNode {
     var lowest = plan.supported
     for member in plan.members {
       guard let version = await supportedVersion(ofMemberAt: member.http) else {
-        logger.debug("cluster version stays \(plan.current): \(member.name) did not say which it supports")
+        let logger = self.logger
+        loop.execute {
+          // The log is the loop's, like the node's other rate-limited logs.
+          self.clusterVersionHeldLog.record(member.name, (member.name, plan.current)) { event, heldBack in
+            logger.info(
+              "cluster version stays \(event.1): \(event.0) did not say which cluster version it supports (GET /version)",
+              metadata: heldBack > 0 ? ["held_back": "\(heldBack)"] : [:])
+          }
+        }
         return
       }
       lowest = min(lowest, version)
@@ -71,20 +93,42 @@ extension RaftDBNode {
     let request = KVRequest(
       command: .setClusterVersion(lowest),
       proposedAtMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
+    let bytes = request.encoded()
+    let proposed: EventLoopFuture<WriteOutcome> = loop.flatSubmit {
+      guard self.raft.isLeader, self.raft.configuration == plan.configuration,
+        self.clusterVersionRaiseInFlight == nil, self.machine.clusterVersion < lowest
+      else {
+        return self.loop.makeFailedFuture(ServiceError.unavailable("the members changed during the poll"))
+      }
+      self.clusterVersionRaiseInFlight = lowest
+      return self.proposeWrite(bytes, command: request.command).always { _ in
+        self.clusterVersionRaiseInFlight = nil
+      }
+    }
     do {
-      _ = try await submitWrite(request).get()
+      _ = try await proposed.get()
       logger.info("cluster version raised from \(plan.current) to \(lowest): every member supports it")
     } catch {
-      logger.info("raising the cluster version to \(lowest) did not commit (\(error)); will retry")
+      logger.info("raising the cluster version to \(lowest) did not happen (\(error)); will retry")
     }
   }
 
-  /// Refuses to add a member whose build does not support the cluster's version: it would reject
-  /// commands the others apply. While the cluster runs the initial version every build qualifies.
-  func requireSupportOfTheClusterVersion(by info: MemberInfo) async throws(ServiceError) {
-    let cluster = versions().cluster
+  /// Refuses to add a member whose build does not support the cluster's version (or the version a
+  /// raise in flight sets): it would reject commands the others apply. Runs on the loop, in the
+  /// turn that proposes the member, with the version the joiner said it supports (nil: not asked
+  /// or no answer). While the cluster runs the initial version every build qualifies, and the
+  /// monitor will not raise it past a member it cannot ask.
+  func requireSupportOfTheClusterVersion(by info: MemberInfo, supporting supported: UInt32?)
+    throws(ServiceError)
+  {
+    let cluster = max(machine.clusterVersion, clusterVersionRaiseInFlight ?? 0)
     guard cluster > ClusterVersion.initial else { return }
-    guard let supported = await supportedVersion(ofMemberAt: info.httpAddress) else {
+    guard !info.httpAddress.isEmpty else {
+      throw .failedPrecondition(
+        "\(info.name) names no HTTP address, and the cluster runs version \(cluster): a member must answer GET /version before it joins (give it -haddr)"
+      )
+    }
+    guard let supported else {
       throw .unavailable(
         "cannot ask \(info.name) at \"\(info.httpAddress)\" which cluster version it supports (GET /version), and the cluster runs version \(cluster); retry once it answers"
       )

@@ -82,11 +82,28 @@ extension RaftDBNode {
   /// committed and applied. The request is encoded on the caller's thread, not the node loop.
   public func submitWrite(_ request: KVRequest) -> EventLoopFuture<WriteOutcome> {
     let bytes = request.encoded()
-    return loop.flatSubmit { self.proposeWrite(bytes) }
+    let command = request.command
+    return loop.flatSubmit { self.proposeWrite(bytes, command: command) }
   }
 
-  private func proposeWrite(_ bytes: [UInt8]) -> EventLoopFuture<WriteOutcome> {
+  func proposeWrite(_ bytes: [UInt8], command: KVCommand) -> EventLoopFuture<WriteOutcome> {
     let promise = loop.makePromise(of: WriteOutcome.self)
+    let required = command.requiredClusterVersion
+    if required > ClusterVersion.initial, case .setClusterVersion = command {
+      // The leader's own raise (RaftDBNode+ClusterVersion.swift) is the mechanism, not gated.
+    } else if required > machine.clusterVersion {
+      // Gated here, on the leader, so that a follower's answer is a redirect rather than a refusal
+      // from a view that may lag; every replica would reject it anyway (the replicated gate).
+      guard raft.isLeader else {
+        promise.fail(notLeaderError())
+        return promise.futureResult
+      }
+      promise.fail(
+        ServiceError.failedPrecondition(
+          "\(command.operationName) needs cluster version \(required), and the cluster runs version \(machine.clusterVersion): it rises once every member runs a build that supports it (GET /version)"
+        ))
+      return promise.futureResult
+    }
     do {
       try group.propose(bytes) { result in
         switch result {
@@ -149,8 +166,14 @@ extension RaftDBNode {
       }
     }
     if existing == nil {
-      try await requireSupportOfTheClusterVersion(by: info)
-      try await changeConfiguration(ConfigurationChange(.addLearner, memberID, context: info.encoded()))
+      // Asked before, judged on the loop in the turn that proposes the learner (see
+      // `requireSupportOfTheClusterVersion`), so that no raise of the version slips in between.
+      let joinerVersion =
+        info.httpAddress.isEmpty ? nil : await supportedVersion(ofMemberAt: info.httpAddress)
+      try await changeConfiguration(ConfigurationChange(.addLearner, memberID, context: info.encoded())) {
+        () throws(ServiceError) in
+        try self.requireSupportOfTheClusterVersion(by: info, supporting: joinerVersion)
+      }
     }
     guard asVoter else { return existing == nil ? "added as learner" : "already a member" }
     if existing?.isVoter == true { return "already a voter" }
@@ -177,11 +200,14 @@ extension RaftDBNode {
 
   /// Proposes a membership change and waits for it to commit, retrying while an earlier change (or
   /// the leader's first entry) is still settling.
-  private func changeConfiguration(_ change: ConfigurationChange) async throws(ServiceError) {
+  /// `precheck` runs on the loop in the turn that proposes, and may refuse.
+  private func changeConfiguration(
+    _ change: ConfigurationChange, precheck: (@Sendable () throws(ServiceError) -> Void)? = nil
+  ) async throws(ServiceError) {
     let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
     while true {
       do {
-        try await onLoop { self.proposeConfigurationChange(change) }
+        try await onLoop { self.proposeConfigurationChange(change, precheck: precheck) }
         loop.execute { self.logger.info("membership change committed: \(self.describe(change))") }
         return
       } catch .unavailable(let why) where ContinuousClock.now < deadline {
@@ -191,8 +217,16 @@ extension RaftDBNode {
     }
   }
 
-  private func proposeConfigurationChange(_ change: ConfigurationChange) -> EventLoopFuture<Void> {
+  private func proposeConfigurationChange(
+    _ change: ConfigurationChange, precheck: (@Sendable () throws(ServiceError) -> Void)?
+  ) -> EventLoopFuture<Void> {
     let promise = loop.makePromise(of: Void.self)
+    do throws(ServiceError) {
+      try precheck?()
+    } catch {
+      promise.fail(error)
+      return promise.futureResult
+    }
     do {
       try group.proposeConfigurationChange(change) { result in
         promise.completeWith(

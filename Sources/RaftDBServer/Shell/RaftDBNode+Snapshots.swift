@@ -79,13 +79,13 @@ extension RaftDBNode {
     completion: NIOLoopBound<(Result<KVStateMachine, GroupStorageFailure>) -> Void>
   ) {
     let writer = self.writer
-    let limits = machineLimits
+    let options = self.options
     DispatchQueue.global(qos: .userInitiated).async {
       let start = ContinuousClock.now
       let outcome: Result<MachineBox, any Error> = Result {
         let source = try writer.snapshotStore.open(snapshot)
         defer { source.close() }
-        let machine = KVStateMachine(limits: limits)
+        let machine = options.makeStateMachine()
         try machine.restore(appliedIndex: snapshot.index) { try source.read(maxBytes: 1 << 20) }
         return MachineBox(machine)
       }
@@ -101,13 +101,6 @@ extension RaftDBNode {
         }
       }
     }
-  }
-
-  var machineLimits: KVLimits {
-    var limits = KVLimits()
-    limits.maxKeyBytes = options.maxKeyBytes
-    limits.maxValueBytes = options.maxValueBytes
-    return limits
   }
 }
 

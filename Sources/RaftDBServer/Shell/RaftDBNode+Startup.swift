@@ -69,9 +69,7 @@ extension RaftDBNode {
       options: options, storage: storage, hasState: hasState, logger: logger)
 
     let metrics = NodeMetrics()
-    let machine = KVStateMachine(
-      limits: options.kvLimits,
-      supportedClusterVersion: options.testSupportedClusterVersion ?? ClusterVersion.latest)
+    let machine = options.makeStateMachine()
     if let snapshot = recovered.snapshot {
       let source = try storage.snapshots.open(snapshot)
       defer { source.close() }

@@ -53,6 +53,10 @@ public final class RaftDBNode: @unchecked Sendable {
   var ticker: RepeatedTask?
   /// The leader's cluster version monitor (RaftDBNode+ClusterVersion.swift).
   let versionMonitor = NIOLockedValueBox<Task<Void, Never>?>(nil)
+  /// The version a proposed `setClusterVersion` raises to, until it is applied or fails.
+  var clusterVersionRaiseInFlight: UInt32?
+  /// "Cluster version stays" lines, at most one per member per interval.
+  var clusterVersionHeldLog = RateLimitedLog<String, (String, UInt32)>(interval: .seconds(60))
   var stopped: Bool { group.isStopped }
   /// Why the node stopped, for the answers to requests that arrive afterwards.
   var stopReason: String { group.stopReason ?? "node is shutting down" }
@@ -232,7 +236,7 @@ public final class RaftDBNode: @unchecked Sendable {
 
   /// Stops the node: no new requests, pending ones fail, queued writes finish, connections close.
   public func shutdown() async {
-    stopClusterVersionMonitor()
+    await stopClusterVersionMonitor()
     try? await loop.submit {
       self.ticker?.cancel()
       self.group.stop("node is shutting down")

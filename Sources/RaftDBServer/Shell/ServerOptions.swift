@@ -100,4 +100,12 @@ extension ServerOptions {
     limits.maxValueBytes = maxValueBytes
     return limits
   }
+
+  /// An empty state machine as this node runs it: its limits, and the cluster versions its build
+  /// supports (lower for a test stand-in of an older build). Every machine the node builds, at
+  /// start-up or to install a snapshot, comes from here.
+  func makeStateMachine() -> KVStateMachine {
+    KVStateMachine(
+      limits: kvLimits, supportedClusterVersion: testSupportedClusterVersion ?? ClusterVersion.latest)
+  }
 }
