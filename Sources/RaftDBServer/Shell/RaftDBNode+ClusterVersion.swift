@@ -148,8 +148,14 @@ extension RaftDBNode {
     do {
       let connection = try await HTTPConnection.connect(
         host: host, port: port, group: networkGroup, connectTimeout: .seconds(1), maxResponseBytes: 4096)
-      let response = try await connection.send(
-        HTTPRequestData(method: .GET, path: "/version"), timeout: .seconds(2))
+      let response: HTTPResponseData
+      do {
+        response = try await connection.send(
+          HTTPRequestData(method: .GET, path: "/version"), timeout: .seconds(2))
+      } catch {
+        await connection.close()  // A hung member must not leak a socket per poll.
+        return nil
+      }
       await connection.close()
       switch response.status {
       case .ok:
