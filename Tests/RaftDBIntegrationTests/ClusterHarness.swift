@@ -298,3 +298,35 @@ final class PortAllocator: @unchecked Sendable {
     }
   }
 }
+
+extension ClusterHarness {
+  /// What a `raftctl` run printed, how it exited and how long it took.
+  struct CommandRun {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+  }
+
+  /// Runs the `raftctl` built next to `raftdb`, killing it after `timeout` seconds.
+  static func runRaftctl(_ arguments: [String], timeout: Double = 30) throws -> CommandRun {
+    let process = Process()
+    process.executableURL = executable.deletingLastPathComponent().appendingPathComponent("raftctl")
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let began = Date()
+    try process.run()
+    let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    killer.cancel()
+    return CommandRun(
+      status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+      stderr: String(decoding: stderr, as: UTF8.self), seconds: Date().timeIntervalSince(began))
+  }
+}
