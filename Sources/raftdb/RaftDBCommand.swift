@@ -135,7 +135,9 @@ struct RaftDBCommand: AsyncParsableCommand {
   func validate() throws {
     guard splitHostPort(haddr) != nil else { throw ValidationError("-haddr must be host:port, got \(haddr)") }
     guard splitHostPort(raddr) != nil else { throw ValidationError("-raddr must be host:port, got \(raddr)") }
-    if let join, splitHostPort(join) == nil { throw ValidationError("-join must be host:port, got \(join)") }
+    if let join, endpointHostPort(join) == nil {
+      throw ValidationError("-join must be host:port or http://host:port, got \(join)")
+    }
     if let raftListen, splitHostPort(raftListen) == nil {
       throw ValidationError("-raft-listen must be host:port, got \(raftListen)")
     }
@@ -211,8 +213,15 @@ struct RaftDBCommand: AsyncParsableCommand {
       options.testSupportedClusterVersion = UInt32(version)
     }
 
-    try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    // Every listen address first: a taken port must not leave a bootstrapped data directory behind.
+    try await ListenAddress.requireAvailable(
+      [
+        ListenAddress(flag: "-haddr", address: haddr),
+        raftListen.map { ListenAddress(flag: "-raft-listen", address: $0) }
+          ?? ListenAddress(flag: "-raddr", address: raddr),
+      ], group: group)
+    try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let fatal = FatalExit()
     let node = try await RaftDBNode.start(options: options, logger: logger, networkGroup: group) { reason in
       fatal.exit(reason)

@@ -89,7 +89,7 @@ import Testing
     #expect(responder.requests.isEmpty, "never reaches the API")
     let text = try output()
     #expect(text.hasPrefix("HTTP/1.1 413 Payload Too Large"))
-    #expect(text.hasSuffix(#"{"error":"request body exceeds the 16-byte limit"}"#))
+    #expect(text.hasSuffix(#"{"error":"request body exceeds the 16-byte limit"}"# + "\n"))
     #expect(!channel.isActive)
   }
 

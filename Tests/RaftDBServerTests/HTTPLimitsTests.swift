@@ -70,7 +70,8 @@ import Testing
     let text = try connection.output()
     #expect(text.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), "\(text)")
     #expect(text.contains("Connection: close"))
-    #expect(text.hasSuffix(#"{"error":"request not received in time; send the head and body promptly"}"#))
+    #expect(
+      text.hasSuffix(#"{"error":"request not received in time; send the head and body promptly"}"# + "\n"))
     #expect(!connection.channel.isActive)
     #expect(connection.responder.requests.isEmpty)
     #expect(metrics.prometheusText().contains(line: "raftdb_http_header_timeouts_total 1"))

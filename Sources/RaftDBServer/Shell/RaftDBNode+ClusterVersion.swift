@@ -79,12 +79,35 @@ extension RaftDBNode {
     }
   }
 
+  /// How long the leader keeps asking a joining node's `GET /version` before it refuses the join
+  /// (docs/API.md): a node that has just started may open its HTTP listener a moment after it
+  /// sends its join, and the refusal must still come long before a client gives up.
+  static let joinProbeMillis = 2_000
+
+  /// Asks a joining node, before it becomes a learner, which cluster version its build supports.
+  /// The answer also shows that the node exists and is this far reachable: a learner that never
+  /// answers would stay in the configuration for good. Nil for a join without an HTTP address (the
+  /// course's `{"id", "addr"}` form), which cannot be asked.
+  func probeJoiningMember(_ info: MemberInfo) async throws(ServiceError) -> UInt32? {
+    guard !info.httpAddress.isEmpty else { return nil }
+    let deadline = ContinuousClock.now + .milliseconds(Self.joinProbeMillis)
+    while true {
+      if let version = await supportedVersion(ofMemberAt: info.httpAddress) { return version }
+      guard ContinuousClock.now < deadline else { break }
+      try? await Task.sleep(for: .milliseconds(200))
+    }
+    throw .failedPrecondition(
+      "\(info.name) does not answer at its HTTP address \(info.httpAddress) (GET /version, asked for \(Self.joinProbeMillis / 1000) s), so it was not added; start the node first (with -join it asks to be added by itself), or check its -haddr"
+    )
+  }
+
   /// Refuses to add a member whose build does not support the cluster's version: it would reject
   /// commands the others apply. While the cluster runs the initial version every build qualifies.
-  func requireSupportOfTheClusterVersion(by info: MemberInfo) async throws(ServiceError) {
+  /// `supported` is what the joining node said (`probeJoiningMember`), nil if it could not be asked.
+  func requireSupportOfTheClusterVersion(_ supported: UInt32?, by info: MemberInfo) throws(ServiceError) {
     let cluster = versions().cluster
     guard cluster > ClusterVersion.initial else { return }
-    guard let supported = await supportedVersion(ofMemberAt: info.httpAddress) else {
+    guard let supported else {
       throw .unavailable(
         "cannot ask \(info.name) at \"\(info.httpAddress)\" which cluster version it supports (GET /version), and the cluster runs version \(cluster); retry once it answers"
       )
