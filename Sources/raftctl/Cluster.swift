@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JSON
 import RaftDBClient
+import RaftDBVerify
 
 /// `raftctl cluster start|stop`: a local multi-process cluster for trying raftdb out.
 struct Cluster: AsyncParsableCommand {
@@ -93,15 +94,10 @@ struct Cluster: AsyncParsableCommand {
         var arguments = ["-id", name, "-haddr", http, "-raddr", raft]
         if k > 1 { arguments += ["-join", first] }
         arguments.append(directory)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let logPath = (dir as NSString).appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
+        // Appends to the node's log, so that a restart does not erase the story of the last run.
+        let process = try LoggedProcess.launch(
+          URL(fileURLWithPath: executable), arguments: arguments,
+          appendingOutputTo: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("\(name).log")))
         manifest.nodes.append(
           .init(name: name, pid: process.processIdentifier, http: http, raft: raft, directory: directory))
         if k == 1 { try await waitForLeader(at: http) }

@@ -20,20 +20,35 @@ struct RaftCtl: AsyncParsableCommand {
 }
 
 struct Endpoints: ParsableArguments {
-  @Option(help: "Comma-separated HTTP addresses of members (default: $RAFTDB_ENDPOINTS or localhost:8091).")
+  @Option(
+    help:
+      "Comma-separated HTTP addresses of members, host:port or http://host:port (default: $RAFTDB_ENDPOINTS or localhost:8091)."
+  )
   var endpoints: String?
+
+  @Option(help: "Give up after this many seconds of retrying (no leader, members down).")
+  var timeout: Double = 15
 
   var list: [String] {
     let text = endpoints ?? ProcessInfo.processInfo.environment["RAFTDB_ENDPOINTS"] ?? "localhost:8091"
     return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
   }
 
+  func validate() throws {
+    guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    for endpoint in list where endpointHostPort(endpoint) == nil {
+      throw ValidationError("endpoint \(endpoint) is not host:port or http://host:port")
+    }
+  }
+
   func client() throws -> RaftDBClient {
     let list = list
-    guard !list.isEmpty, list.allSatisfy({ splitHostPort($0) != nil }) else {
-      throw ValidationError("endpoints must be host:port, comma separated")
-    }
-    return RaftDBClient(endpoints: list)
+    guard !list.isEmpty else { throw ValidationError("no endpoints; give --endpoints host:port,...") }
+    var options = RaftDBClient.Options()
+    options.deadline = .milliseconds(Int64(timeout * 1000))
+    // A wait for a leader says what it waits for, on stderr so that output stays clean for scripts.
+    options.onRetry = { problem in FileHandle.standardError.write(Data("raftctl: \(problem)\n".utf8)) }
+    return RaftDBClient(endpoints: list, options: options)
   }
 }
 
@@ -105,16 +120,22 @@ struct Delete: AsyncParsableCommand {
 
 struct CompareAndSet: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "cas", abstract: "Set KEY to VALUE only if it currently equals --expect (or is absent).")
+    commandName: "cas",
+    abstract:
+      "Set KEY to VALUE only if it now holds --expect OLD, or with --expect-absent only if it is absent.",
+    discussion:
+      "One of --expect and --expect-absent is required: a compare-and-set always says what it compares.")
   @OptionGroup var endpoints: Endpoints
-  @Option(help: "The value the key must have now.") var expect: String?
-  @Flag(help: "Require the key to be absent now.") var expectAbsent = false
+  @Option(help: "The value the key must hold now.") var expect: String?
+  @Flag(help: "Require the key to be absent now (create it only if nobody has).") var expectAbsent = false
   @Argument var key: String
   @Argument var value: String
 
   func validate() throws {
     guard (expect != nil) != expectAbsent else {
-      throw ValidationError("give exactly one of --expect or --expect-absent")
+      throw ValidationError(
+        "give exactly one of --expect OLD (the value the key must hold now) or --expect-absent (the key must not exist)"
+      )
     }
   }
 
