@@ -20,7 +20,10 @@ extension RaftNode {
   /// quorum has acknowledged yet in its term.
   public var quorumContactAgeTicks: UInt64? {
     switch role {
-    case .leader: reads.confirmedRoundSentTick.map { ticks - $0 }
+    case .leader:
+      // A sole voter is its own quorum, in touch with it all the time (as its reads need no round).
+      log.configurations.latest.quorum == 1 && log.configurations.latest.isVoter(id)
+        ? 0 : reads.confirmedRoundSentTick.map { ticks - $0 }
     case .follower: leader == nil ? nil : UInt64(leaderContactElapsed)
     case .candidate, .preCandidate: nil
     }

@@ -177,7 +177,7 @@ import Testing
     let answer = probe.receiveUntilClosed()
     #expect(
       answer.hasPrefix("HTTP/1.1 503 Service Unavailable"), "refused before the body is sent: \(answer)")
-    #expect(answer.hasSuffix(#"(-max-buffered-request-bytes); retry shortly"}"#), "\(answer)")
+    #expect(answer.hasSuffix(#"(-max-buffered-request-bytes); retry shortly"}"# + "\n"), "\(answer)")
     #expect(holders?.count == 2)
     holders = nil  // Closing them returns their reservations.
     let accepted = await harness.eventually(timeout: .seconds(10)) {

@@ -221,7 +221,7 @@ import Testing
     let refusal = try expecting.output()
     #expect(refusal.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), "refused before the body is sent")
     #expect(refusal.contains("Retry-After: 1"))
-    #expect(refusal.hasSuffix(#"-max-buffered-request-bytes); retry shortly"}"#), "\(refusal)")
+    #expect(refusal.hasSuffix(#"-max-buffered-request-bytes); retry shortly"}"# + "\n"), "\(refusal)")
     #expect(!expecting.channel.isActive)
 
     let plain = try #require(try connect())
