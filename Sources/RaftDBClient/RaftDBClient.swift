@@ -84,21 +84,26 @@ public actor RaftDBClient {
     }
   }
 
-  /// Deletes `key`; returns whether it existed.
+  /// Deletes `key`; returns whether it existed, and the store's revision after the delete.
   @discardableResult
-  public func delete(_ key: String, idempotencyKey: String = UUID().uuidString) async throws -> Bool {
+  public func delete(_ key: String, idempotencyKey: String = UUID().uuidString) async throws
+    -> (existed: Bool, revision: UInt64)
+  {
     let response = try await call(.DELETE, "/key/\(escape(key))", idempotencyKey: idempotencyKey)
-    return response["deleted"]?.boolValue ?? false
+    return (response["deleted"]?.boolValue ?? false, response["revision"]?.uint64Value ?? 0)
   }
 
   /// Atomically sets `key` to `value` if its current value is `expect` (nil: if absent).
   public func compareAndSet(
     _ key: String, expect: String?, value: String, idempotencyKey: String = UUID().uuidString
-  ) async throws -> (succeeded: Bool, current: String?) {
+  ) async throws -> (succeeded: Bool, current: String?, revision: UInt64) {
     let body = JSONValue(["expect": JSONValue(expect), "value": JSONValue(value)])
     let response = try await call(
       .POST, "/key/\(escape(key))/cas", json: body, idempotencyKey: idempotencyKey)
-    return (response["succeeded"]?.boolValue ?? false, response["value"]?.stringValue)
+    return (
+      response["succeeded"]?.boolValue ?? false, response["value"]?.stringValue,
+      response["revision"]?.uint64Value ?? 0
+    )
   }
 
   // MARK: Cluster operations
