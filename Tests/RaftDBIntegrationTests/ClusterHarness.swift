@@ -286,6 +286,18 @@ final class PortAllocator: @unchecked Sendable {
     }
   }
 
+  /// The first of `count` consecutive free ports (for `raftctl cluster start`, which numbers its
+  /// nodes' ports from one base).
+  func nextBlock(_ count: Int) -> Int {
+    while true {
+      let first = next()
+      if (1..<count).allSatisfy({ Self.isFree(first + $0) }) {
+        lock.withLock { candidate = max(candidate, first + count - 1) }
+        return first
+      }
+    }
+  }
+
   static func isFree(_ port: Int) -> Bool {
     let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard socket >= 0 else { return false }
@@ -308,10 +320,13 @@ extension ClusterHarness {
     var seconds: Double
   }
 
-  /// Runs the `raftctl` built next to `raftdb`, killing it after `timeout` seconds.
+  /// Runs the `raftctl` built next to `raftdb` (or the one `RAFTDB_TEST_RAFTCTL` names, to check
+  /// that a test fails against another build), killing it after `timeout` seconds.
   static func runRaftctl(_ arguments: [String], timeout: Double = 30) throws -> CommandRun {
     let process = Process()
-    process.executableURL = executable.deletingLastPathComponent().appendingPathComponent("raftctl")
+    process.executableURL =
+      ProcessInfo.processInfo.environment["RAFTDB_TEST_RAFTCTL"].map { URL(fileURLWithPath: $0) }
+      ?? executable.deletingLastPathComponent().appendingPathComponent("raftctl")
     process.arguments = arguments
     let out = Pipe()
     let err = Pipe()

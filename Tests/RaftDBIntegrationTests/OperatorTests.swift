@@ -167,3 +167,91 @@ final class ListeningSocket {
 
   deinit { close(descriptor) }
 }
+
+/// `raftctl` for people (issue 13 items 7 to 10): values and tables rather than raw JSON (which
+/// `-w json` still gives), revisions shown, a usage error answered with the subcommand's own
+/// usage, and exit statuses that tell usage, not-found and unavailable apart.
+@Suite(.serialized) struct RaftctlOutputTests {
+  @Test func raftctlSpeaksToPeople() async throws {
+    let harness = try ClusterHarness()
+    _ = try await harness.startCluster(["node01"])
+    let endpoints = ["--endpoints", "http://\(harness.spec("node01").http)"]
+    func run(_ arguments: [String]) throws -> ClusterHarness.CommandRun {
+      try ClusterHarness.runRaftctl(arguments + endpoints)
+    }
+
+    let put = try run(["put", "foo", "bar"])
+    #expect(put.status == 0 && put.stdout.hasPrefix("OK (revision "), "\(put.stdout)\(put.stderr)")
+    #expect(try run(["get", "foo"]).stdout == "bar\n")
+    #expect(try run(["get", "foo", "--print-key"]).stdout == "foo\nbar\n")
+    #expect(try run(["get", "foo", "-w", "json"]).stdout == #"{"foo":"bar"}"# + "\n")
+    let missing = try run(["get", "nope"])
+    #expect(missing.status == 1 && missing.stderr.contains("not found"), "\(missing.stderr)")
+
+    let usage = try run(["put", "a"])
+    #expect(usage.status == 64, "\(usage.stderr)")
+    #expect(usage.stderr.contains("raftctl put"), "the subcommand's usage: \(usage.stderr)")
+    let level = try run(["get", "foo", "--level", "bogus"])
+    #expect(level.status == 64 && level.stderr.contains("raftctl get"), "\(level.stderr)")
+
+    // cas: what the help says is what it does (one of --expect and --expect-absent).
+    let help = try ClusterHarness.runRaftctl(["cas", "--help"])
+    #expect(
+      help.stdout.contains("--expect-absent") && !help.stdout.contains("(or is absent)"), "\(help.stdout)")
+    let unsaid = try run(["cas", "newkey", "v2"])
+    #expect(unsaid.status == 64 && unsaid.stderr.contains("--expect-absent"), "\(unsaid.stderr)")
+    let created = try run(["cas", "newkey", "v2", "--expect-absent"])
+    #expect(
+      created.status == 0 && created.stdout.hasPrefix("OK (revision "), "\(created.stdout)\(created.stderr)")
+    let lost = try run(["cas", "newkey", "v3", "--expect", "zzz"])
+    #expect(lost.status == 1 && lost.stdout.contains("comparison failed"), "\(lost.stdout)")
+    #expect(try run(["del", "foo"]).stdout.hasPrefix("deleted (revision "))
+
+    let status = try run(["status"])
+    #expect(status.stdout.contains("STATE") && status.stdout.contains("leader"), "\(status.stdout)")
+    let members = try run(["members"])
+    #expect(members.stdout.contains("REACHABLE") && members.stdout.contains("node01"), "\(members.stdout)")
+    let version = try ClusterHarness.runRaftctl(["--version"])
+    #expect(
+      version.stdout.contains("cluster version") && version.stdout.contains("data format"),
+      "\(version.stdout)")
+
+    harness.stopAll()
+    let down = try run(["get", "foo"])
+    #expect(down.status == 69, "unavailable: \(down.status) \(down.stderr)")
+  }
+}
+
+/// `raftctl cluster start` on a directory that holds a stopped cluster restarts it from its data
+/// (issue 13 item 3), its hint names the raftctl that works (item 13), and the node logs are
+/// appended to across the two starts.
+@Suite(.serialized) struct LocalClusterTests {
+  @Test func clusterStartRestartsAStoppedClusterFromItsData() async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "raftdb-cluster-\(UUID().uuidString.prefix(8))")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let ports = [
+      "--http-port", "\(PortAllocator.shared.nextBlock(3))", "--raft-port",
+      "\(PortAllocator.shared.nextBlock(3))",
+    ]
+    let start = ["cluster", "start", "--nodes", "3", "--dir", directory.path] + ports
+    let first = try ClusterHarness.runRaftctl(start, timeout: 60)
+    #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
+    let raftctl = ClusterHarness.executable.deletingLastPathComponent().appendingPathComponent("raftctl").path
+    #expect(first.stdout.contains("\(raftctl) put foo bar"), "\(first.stdout)")
+    let endpoint = "127.0.0.1:\(ports[1])"
+    #expect(try ClusterHarness.runRaftctl(["put", "kept", "yes", "--endpoints", endpoint]).status == 0)
+    #expect(try ClusterHarness.runRaftctl(["cluster", "stop", "--dir", directory.path]).status == 0)
+    let logBefore = try String(contentsOf: directory.appendingPathComponent("node01.log"), encoding: .utf8)
+
+    let second = try ClusterHarness.runRaftctl(start, timeout: 60)
+    #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
+    #expect(second.stdout.contains("restarted from its data"), "\(second.stdout)")
+    let read = try ClusterHarness.runRaftctl(
+      ["get", "kept", "--level", "consistent", "--endpoints", endpoint])
+    #expect(read.stdout == "yes\n", "\(read.stdout)\(read.stderr)")
+    #expect(try ClusterHarness.runRaftctl(["cluster", "stop", "--dir", directory.path]).status == 0)
+    let logAfter = try String(contentsOf: directory.appendingPathComponent("node01.log"), encoding: .utf8)
+    #expect(logAfter.hasPrefix(logBefore), "the second start appended to node01's log")
+  }
+}
