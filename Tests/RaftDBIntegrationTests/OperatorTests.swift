@@ -122,6 +122,25 @@ import Testing
     harness.stopAll()
   }
 
+  /// A join without an HTTP address (the course's `{"id", "addr"}` form) cannot be probed first:
+  /// it is accepted, and rolled back once the learner has answered nothing for 10 s.
+  @Test func aSilentLearnerWithoutAnHTTPAddressIsRolledBack() async throws {
+    let harness = try ClusterHarness()
+    let leader = try await harness.startCluster(["node01"])
+    let ghost = PortAllocator.shared.next()
+    let began = ContinuousClock.now
+    let response = try await harness.request(
+      leader, .POST, "/join", body: #"{"id": "ghost", "addr": "127.0.0.1:\#(ghost)"}"#)
+    let elapsed = ContinuousClock.now - began
+    #expect(response.status == .conflict, "\(response.status) \(response.bodyText)")
+    #expect(elapsed < .seconds(14), "took \(elapsed)")
+    let message = json(response)["error"] as? String ?? ""
+    #expect(message.contains("never answered") && message.contains("removed"), "\(message)")
+    let members = await harness.status(leader)?["members"] as? [[String: Any]] ?? []
+    #expect(!members.contains { $0["id"] as? String == "ghost" }, "\(members)")
+    harness.stopAll()
+  }
+
   /// Endpoints may be URLs (`http://host:port`) as well as `host:port`; a follower's 307 names the
   /// leader's HTTP address in its body; every JSON answer ends with a newline.
   @Test func endpointsAsURLsAndRedirectBodies() async throws {
