@@ -288,7 +288,9 @@ struct Bench: AsyncParsableCommand {
         line = "bench: warming up"
       } else {
         let elapsed = Double(now - plan.measureStart) / 1e9
-        let rate = Double(completed - last.completed) / (Double(now - last.at) / 1e9)
+        // Only measured operations are counted: the rate's window starts at the measured window.
+        let since = max(last.at, plan.measureStart)
+        let rate = Double(completed - last.completed) / max(1e-9, Double(now - since) / 1e9)
         line = String(
           format: "bench: %.0f s, %d ops, %.0f ops/s now, %d errors", elapsed, completed, rate,
           progress.errors.load(ordering: .relaxed))

@@ -118,7 +118,8 @@ struct Cluster: AsyncParsableCommand {
       }
       try? Data(URL(fileURLWithPath: dir).standardizedFileURL.path.utf8).write(to: Cluster.lastClusterURL)
       let endpoints = manifest.nodes.map(\.http).joined(separator: ",")
-      let raftctl = Cluster.executableURL.path
+      // The directory of this raftctl, so that the hint works however it was started.
+      let raftctlDirectory = Cluster.executableURL.deletingLastPathComponent().path
       print(
         "raftdb cluster of \(nodes) \(restarting ? "restarted from its data" : "running"); logs and data in \(dir)"
       )
@@ -132,10 +133,10 @@ struct Cluster: AsyncParsableCommand {
           curl -XPOST \(first)/key -d '{"foo": "bar"}' -L
           curl -XGET '\(manifest.nodes.last!.http)/key/foo?level=consistent' -L
           curl \(first)/status
-          export RAFTDB_ENDPOINTS=\(endpoints)
-          \(raftctl) put foo bar && \(raftctl) get foo --level consistent && \(raftctl) members
+          export PATH=\(raftctlDirectory):$PATH RAFTDB_ENDPOINTS=\(endpoints)
+          raftctl put foo bar && raftctl get foo --level consistent && raftctl members
         Stop it:
-          \(raftctl) cluster stop
+          raftctl cluster stop
         """)
     }
 

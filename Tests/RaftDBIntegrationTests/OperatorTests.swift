@@ -256,8 +256,8 @@ final class ListeningSocket {
     let start = ["cluster", "start", "--nodes", "3", "--dir", directory.path] + ports
     let first = try ClusterHarness.runRaftctl(start, timeout: 60)
     #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
-    let raftctl = ClusterHarness.executable.deletingLastPathComponent().appendingPathComponent("raftctl").path
-    #expect(first.stdout.contains("\(raftctl) put foo bar"), "\(first.stdout)")
+    let binaries = ClusterHarness.executable.deletingLastPathComponent().resolvingSymlinksInPath().path
+    #expect(first.stdout.contains("export PATH=\(binaries):$PATH"), "\(first.stdout)")
     let endpoint = "127.0.0.1:\(ports[1])"
     #expect(try ClusterHarness.runRaftctl(["put", "kept", "yes", "--endpoints", endpoint]).status == 0)
     #expect(try ClusterHarness.runRaftctl(["cluster", "stop", "--dir", directory.path]).status == 0)
