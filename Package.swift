@@ -108,7 +108,7 @@ let package = Package(
     .executableTarget(
       name: "raftctl",
       dependencies: [
-        "Raft", "JSON", "RaftDBAPI", "RaftDBClient", "RaftDBVerify", "Linearizability",
+        "Raft", "JSON", "RaftDBAPI", "RaftDBClient", "RaftDBServer", "RaftDBVerify", "Linearizability",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"),
         .product(name: "NIOCore", package: "swift-nio"),

@@ -128,7 +128,7 @@ targets = {
 }
 
 shapes = [
-    ("noop-c1", "noop (raftdb GET /health, etcd GET /version), 1 client"),
+    ("noop-c1", "noop (raftdb GET /livez, etcd GET /version), 1 client"),
     ("noop-c16", "noop, 16 clients"),
     ("put-c1", "put, 1 client"),
     ("put-c16", "put, 16 clients"),

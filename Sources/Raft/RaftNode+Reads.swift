@@ -17,6 +17,9 @@ struct ReadTracker {
   var awaitingRound: [Pending] = []
   var lastRoundSent: UInt64 = 0
   var confirmedRound: UInt64 = 0
+  /// Leader: the tick at which `confirmedRound` was sent (nil before a quorum acknowledged a round
+  /// in this term), for `quorumContactAgeTicks`.
+  var confirmedRoundSentTick: UInt64?
   var roundNeeded = false
   /// Tick at which recent rounds were sent, indexed by `round % count`, for the lease.
   var roundSentTicks = [(round: UInt64, tick: UInt64)](repeating: (0, 0), count: 32)
@@ -36,6 +39,7 @@ struct ReadTracker {
     precondition(awaitingTermCommit.isEmpty && awaitingRound.isEmpty)
     lastRoundSent = 0
     confirmedRound = 0
+    confirmedRoundSentTick = nil
     roundNeeded = false
     leaseExpiresAtTick = 0
     leaseRevoked = false
@@ -127,6 +131,7 @@ extension RaftNode {
     guard confirmed > reads.confirmedRound else { return }
     reads.confirmedRound = confirmed
     if let sentTick = reads.sentTick(ofRound: confirmed) {
+      reads.confirmedRoundSentTick = sentTick
       // Followers that acknowledged this round refuse votes for an election timeout after they
       // received it, which was no earlier than when it was sent.
       let expiry = sentTick + UInt64(options.electionTimeoutTicks - options.leaseSafetyMarginTicks)

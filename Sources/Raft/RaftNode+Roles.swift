@@ -13,6 +13,22 @@ extension RaftNode {
     return leaderContactElapsed < options.electionTimeoutTicks
   }
 
+  /// How many ticks ago this node last knew it was in touch with a working cluster, for health
+  /// checks (the server's `/health`): a leader, since it sent the newest heartbeat round a quorum
+  /// of voters acknowledged; a follower or learner, since it last heard from its leader. Nil when
+  /// there is no such contact: a candidate, a follower that knows no leader, or a leader that no
+  /// quorum has acknowledged yet in its term.
+  public var quorumContactAgeTicks: UInt64? {
+    switch role {
+    case .leader:
+      // A sole voter is its own quorum, in touch with it all the time (as its reads need no round).
+      log.configurations.latest.quorum == 1 && log.configurations.latest.isVoter(id)
+        ? 0 : reads.confirmedRoundSentTick.map { ticks - $0 }
+    case .follower: leader == nil ? nil : UInt64(leaderContactElapsed)
+    case .candidate, .preCandidate: nil
+    }
+  }
+
   func resetElectionTimer() {
     electionElapsed = 0
     let base = options.electionTimeoutTicks

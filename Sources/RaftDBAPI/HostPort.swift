@@ -8,3 +8,14 @@ public func splitHostPort(_ address: String) -> (String, Int)? {
   if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
   return host.isEmpty ? nil : (host, port)
 }
+
+/// An endpoint as people write it — `host:port`, `http://host:port` or `http://host:port/` (what
+/// etcdctl's `--endpoints` takes) — as `host:port`; nil for anything else (another scheme, a path,
+/// no port).
+public func endpointHostPort(_ endpoint: String) -> String? {
+  var text = Substring(endpoint)
+  if text.hasPrefix("http://") { text = text.dropFirst(7) }
+  if text.hasSuffix("/") { text = text.dropLast() }
+  let address = String(text)
+  return address.contains("/") || splitHostPort(address) == nil ? nil : address
+}

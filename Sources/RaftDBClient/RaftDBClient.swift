@@ -33,10 +33,14 @@ public enum RaftDBClientError: Error, Sendable, CustomStringConvertible {
 /// Idempotency-Key so that a retry can never apply it twice (lesson 19).
 public actor RaftDBClient {
   public struct Options: Sendable {
-    /// Give up on a request after this long.
+    /// Give up on a request after this long (`raftctl --timeout`). A request that every endpoint
+    /// refuses fails at once instead.
     public var deadline: Duration = .seconds(15)
     public var requestTimeout: TimeAmount = .seconds(10)
     public var maxRedirects = 8
+    /// Told, before each pause, what went wrong and that the client is about to retry (raftctl
+    /// prints it to stderr, so that a wait for a leader is not silent).
+    public var onRetry: (@Sendable (String) -> Void)?
     public init() {}
   }
 
@@ -46,13 +50,15 @@ public actor RaftDBClient {
   private let group: any EventLoopGroup
   private let options: Options
 
-  /// `endpoints` are "host:port" HTTP addresses of any members.
+  /// `endpoints` are the HTTP addresses of any members, as "host:port" or "http://host:port"
+  /// (see `endpointHostPort(_:)`).
   public init(
     endpoints: [String], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
     options: Options = Options()
   ) {
     precondition(!endpoints.isEmpty, "at least one endpoint")
-    self.endpoints = endpoints
+    // An endpoint that is not an address stays as given, so that its requests fail naming it.
+    self.endpoints = endpoints.map { endpointHostPort($0) ?? $0 }
     self.group = group
     self.options = options
   }
@@ -80,21 +86,26 @@ public actor RaftDBClient {
     }
   }
 
-  /// Deletes `key`; returns whether it existed.
+  /// Deletes `key`; returns whether it existed, and the store's revision after the delete.
   @discardableResult
-  public func delete(_ key: String, idempotencyKey: String = UUID().uuidString) async throws -> Bool {
+  public func delete(_ key: String, idempotencyKey: String = UUID().uuidString) async throws
+    -> (existed: Bool, revision: UInt64)
+  {
     let response = try await call(.DELETE, "/key/\(escape(key))", idempotencyKey: idempotencyKey)
-    return response["deleted"]?.boolValue ?? false
+    return (response["deleted"]?.boolValue ?? false, response["revision"]?.uint64Value ?? 0)
   }
 
   /// Atomically sets `key` to `value` if its current value is `expect` (nil: if absent).
   public func compareAndSet(
     _ key: String, expect: String?, value: String, idempotencyKey: String = UUID().uuidString
-  ) async throws -> (succeeded: Bool, current: String?) {
+  ) async throws -> (succeeded: Bool, current: String?, revision: UInt64) {
     let body = JSONValue(["expect": JSONValue(expect), "value": JSONValue(value)])
     let response = try await call(
       .POST, "/key/\(escape(key))/cas", json: body, idempotencyKey: idempotencyKey)
-    return (response["succeeded"]?.boolValue ?? false, response["value"]?.stringValue)
+    return (
+      response["succeeded"]?.boolValue ?? false, response["value"]?.stringValue,
+      response["revision"]?.uint64Value ?? 0
+    )
   }
 
   // MARK: Cluster operations
@@ -114,7 +125,7 @@ public actor RaftDBClient {
 
   private func statusResponse(endpoint: String?) async throws -> HTTPResponseData {
     let request = HTTPRequestData(method: .GET, path: "/status")
-    if let endpoint { return try await send(request, to: endpoint) }
+    if let endpoint { return try await send(request, to: endpointHostPort(endpoint) ?? endpoint) }
     return try await perform(request)
   }
 
@@ -182,7 +193,9 @@ public actor RaftDBClient {
   }
 
   /// Sends `request` to the cluster: redirects followed, unreachable endpoints skipped, "no leader"
-  /// answers retried with back-off, all within the deadline.
+  /// answers retried with back-off, all within the deadline. When every endpoint has refused the
+  /// connection (or cannot be resolved) since the last answer, it fails at once: nothing listens,
+  /// and waiting out the deadline would only hide that.
   public func perform(_ request: HTTPRequestData) async throws -> HTTPResponseData {
     let deadline = ContinuousClock.now + options.deadline
     var backoff = Duration.milliseconds(50)
@@ -190,6 +203,19 @@ public actor RaftDBClient {
     var target = endpoints[preferred]
     var path = request.path
     var redirects = 0
+    // Endpoints that refused since the last answer, with why, in the order they were tried.
+    var refused: [(endpoint: String, why: String)] = []
+    func retry(_ problem: String) async throws {
+      lastProblem = problem
+      preferred = (endpoints.firstIndex(of: target).map { $0 + 1 } ?? preferred + 1) % endpoints.count
+      target = endpoints[preferred]
+      path = request.path
+      let pause = min(backoff, deadline - ContinuousClock.now)
+      guard pause > .zero else { return }
+      options.onRetry?("\(problem); retrying")
+      try await Task.sleep(for: pause)
+      backoff = min(backoff * 2, .seconds(1))
+    }
     while ContinuousClock.now < deadline {
       var attempt = request
       attempt.path = path
@@ -197,14 +223,23 @@ public actor RaftDBClient {
       do {
         response = try await send(attempt, to: target)
       } catch {
-        lastProblem = "\(target): \(error)"
-        preferred = (endpoints.firstIndex(of: target).map { $0 + 1 } ?? preferred + 1) % endpoints.count
-        target = endpoints[preferred]
-        path = request.path
-        try await Task.sleep(for: backoff)
-        backoff = min(backoff * 2, .seconds(1))
+        let failure = ConnectionFailure(error)
+        if failure.isPermanent {
+          if !refused.contains(where: { $0.endpoint == target }) { refused.append((target, failure.text)) }
+          if endpoints.allSatisfy({ endpoint in refused.contains { $0.endpoint == endpoint } }) {
+            throw RaftDBClientError.unavailable(Self.describe(refused))
+          }
+          // Another endpoint may answer: no pause before asking it.
+          lastProblem = "\(target): \(failure.text)"
+          preferred = (endpoints.firstIndex(of: target).map { $0 + 1 } ?? preferred + 1) % endpoints.count
+          target = endpoints[preferred]
+          path = request.path
+          continue
+        }
+        try await retry("\(target): \(failure.text)")
         continue
       }
+      refused = []
       switch response.status.code {
       case 307, 308:
         guard redirects < options.maxRedirects, let location = response.headers.first(name: "Location"),
@@ -218,17 +253,24 @@ public actor RaftDBClient {
       case 503:
         // This member knows no leader (it may be partitioned away, or no longer a member): ask the
         // next one, after a pause that grows while the whole cluster has none.
-        lastProblem = "\(target): \(response.bodyText)"
-        preferred = (endpoints.firstIndex(of: target).map { $0 + 1 } ?? preferred + 1) % endpoints.count
-        target = endpoints[preferred]
-        try await Task.sleep(for: backoff)
-        backoff = min(backoff * 2, .seconds(1))
-        path = request.path
+        let why = (try? JSONParser.parse(response.body))?["error"]?.stringValue ?? response.bodyText
+        try await retry("\(target): \(why)")
       default:
         return response
       }
     }
-    throw RaftDBClientError.unavailable(lastProblem)
+    throw RaftDBClientError.unavailable("gave up after \(options.deadline): \(lastProblem)")
+  }
+
+  /// "cannot reach 127.0.0.1:8091: connection refused; tried 127.0.0.1:8092, 127.0.0.1:8093": one
+  /// line for the operator, the first endpoint's reason and every other one tried (with its own
+  /// reason where it differs).
+  static func describe(_ refused: [(endpoint: String, why: String)]) -> String {
+    guard let first = refused.first else { return "no endpoint tried" }
+    var text = "cannot reach \(first.endpoint): \(first.why)"
+    let others = refused.dropFirst().map { $0.why == first.why ? $0.endpoint : "\($0.endpoint) (\($0.why))" }
+    if !others.isEmpty { text += "; tried \(others.joined(separator: ", "))" }
+    return text
   }
 
   private func send(_ request: HTTPRequestData, to endpoint: String) async throws -> HTTPResponseData {

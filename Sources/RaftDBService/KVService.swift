@@ -152,6 +152,11 @@ public struct KVService: Sendable {
     backend.submitStatus().hop(to: eventLoop)
   }
 
+  /// Whether this member can serve linearizable requests now (`Readiness` has the rule).
+  public func readiness(on eventLoop: any EventLoop) -> EventLoopFuture<Readiness> {
+    status(on: eventLoop).map(Readiness.init(of:))
+  }
+
   /// This member's build version and the cluster version.
   public func versions() -> VersionInfo { backend.versions() }
 }

@@ -75,12 +75,20 @@ public struct MemberStatus: Sendable {
   public var keys: Int
   public var memberID: NodeID
   public var clusterID: UInt64
+  /// Milliseconds since this member last knew it was in touch with a working cluster (a leader: a
+  /// quorum acknowledged its heartbeat round; anyone else: it heard from the leader), nil when it
+  /// has no such contact. With `electionTimeoutMillis`, what `Readiness` judges.
+  public var quorumContactAgeMillis: UInt64?
+  public var electionTimeoutMillis: UInt64
 
   public init(
     name: String, state: String, term: UInt64, leader: MemberInfo?, commitIndex: UInt64,
     appliedIndex: UInt64, lastLogIndex: UInt64, snapshotIndex: UInt64,
-    members: [(info: MemberInfo, voter: Bool, id: NodeID)], keys: Int, memberID: NodeID, clusterID: UInt64
+    members: [(info: MemberInfo, voter: Bool, id: NodeID)], keys: Int, memberID: NodeID, clusterID: UInt64,
+    quorumContactAgeMillis: UInt64? = nil, electionTimeoutMillis: UInt64 = 1000
   ) {
+    self.quorumContactAgeMillis = quorumContactAgeMillis
+    self.electionTimeoutMillis = electionTimeoutMillis
     self.name = name
     self.state = state
     self.term = term

@@ -9,7 +9,7 @@ public enum LoggedProcess {
     _ executable: URL, arguments: [String], environment: [String: String] = [:], appendingOutputTo logURL: URL
   ) throws -> Process {
     if !FileManager.default.fileExists(atPath: logURL.path) {
-      FileManager.default.createFile(atPath: logURL.path, contents: nil)
+      _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
     }
     let log = try FileHandle(forWritingTo: logURL)
     defer { try? log.close() }

@@ -27,11 +27,14 @@ final class Nemesis: @unchecked Sendable {
   /// Seconds each fault lasts, and between faults.
   private let holdSeconds: ClosedRange<Double>
   private let gapSeconds: ClosedRange<Double>
+  /// Told each fault line as it happens, so that a long run shows its faults live.
+  private let onNote: @Sendable (String) -> Void
 
   init(
     cluster: VerifyCluster, kinds: [FaultKind], seed: UInt64, holdSeconds: ClosedRange<Double> = 1...4,
-    gapSeconds: ClosedRange<Double> = 0.5...2
+    gapSeconds: ClosedRange<Double> = 0.5...2, onNote: @escaping @Sendable (String) -> Void = { _ in }
   ) {
+    self.onNote = onNote
     self.cluster = cluster
     self.kinds = kinds
     rng = SplitMix64(seed: seed ^ 0x6E65_6D65_7369_73)
@@ -47,10 +50,11 @@ final class Nemesis: @unchecked Sendable {
 
   private func note(_ text: String) {
     let elapsed = ContinuousClock.now - start
-    log.append(
-      String(
-        format: "%7.2fs %@",
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, text))
+    let line = String(
+      format: "%7.2fs %@",
+      Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, text)
+    log.append(line)
+    onNote(line)
   }
 
   /// Runs faults until `deadline`, each healed before the next begins.

@@ -61,7 +61,12 @@ public struct VerifyReport: Sendable {
 /// Launches a cluster, runs the workload under the nemesis, heals, reads every key once more, and
 /// checks the history.
 public enum Verifier {
-  public static func run(_ options: VerifyOptions, progress: @Sendable (String) -> Void = { _ in })
+  /// `progress` is told what the run does as it happens: its phases, each fault, and every
+  /// `progressInterval` the operations so far.
+  public static func run(
+    _ options: VerifyOptions, progressInterval: Duration = .seconds(10),
+    progress: @escaping @Sendable (String) -> Void = { _ in }
+  )
     async throws
     -> VerifyReport
   {
@@ -74,18 +79,32 @@ public enum Verifier {
     try await cluster.start()
     let recorder = HistoryRecorder()
     let deadline = ContinuousClock.now + options.duration
-    let nemesis = Nemesis(cluster: cluster, kinds: options.faults, seed: options.seed)
+    let nemesis = Nemesis(cluster: cluster, kinds: options.faults, seed: options.seed) {
+      progress("fault \($0)")
+    }
     let clients = (0..<options.workload.clients).map {
       WorkloadClient(
         process: $0, cluster: cluster, options: options.workload, recorder: recorder, group: group,
         seed: options.seed)
     }
     progress(
-      "running \(clients.count) clients for \(options.duration) with faults \(options.faults.map(\.rawValue))"
+      "running \(clients.count) client\(clients.count == 1 ? "" : "s") for \(options.duration) with faults \(options.faults.map(\.rawValue))"
     )
+    let began = ContinuousClock.now
     await withTaskGroup(of: Void.self) { tasks in
       for client in clients { tasks.addTask { await client.run(until: deadline) } }
       tasks.addTask { await nemesis.run(until: deadline) }
+      tasks.addTask {
+        var lastCount = 0
+        while ContinuousClock.now + progressInterval < deadline {
+          try? await Task.sleep(for: progressInterval)
+          let count = recorder.count
+          let seconds = (ContinuousClock.now - began).components.seconds
+          let rate = Double(count - lastCount) / (Double(progressInterval.components.seconds) + 1e-9)
+          progress(String(format: "%lld s: %d operations (%.0f/s now)", seconds, count, rate))
+          lastCount = count
+        }
+      }
     }
     nemesis.healAll()
     progress("healed; waiting for a leader, then reading every key")

@@ -44,6 +44,8 @@ final class HistoryRecorder: @unchecked Sendable {
   }
 
   var history: History { lock.withLock { History(operations) } }
+  /// Operations recorded so far, for progress lines.
+  var count: Int { lock.withLock { operations.count } }
 }
 
 /// The shared monotonic clock every client stamps operations with.

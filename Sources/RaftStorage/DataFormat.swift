@@ -9,8 +9,9 @@ import Logging
 /// The `FORMAT` marker: written last when a directory is initialized, so its presence means the
 /// directory is complete, and checked first when one is opened, so that an older build refuses a
 /// directory written by a newer one instead of misreading it.
-enum DataFormat {
-  static let version = 1
+public enum DataFormat {
+  /// The data format this build writes (and the newest it reads); `--version` prints it.
+  public static let version = 1
   static let markerPrefix = "raftdb-data-format "
   static var marker: String { markerPrefix + String(version) + "\n" }
 

@@ -14,16 +14,18 @@ struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Closed-loop load generator: N clients, one keep-alive HTTP/1.1 connection each.",
     discussion: """
-      Each client sends one request, waits for the answer, and sends the next. Writes and default or
-      consistent reads go to the leader (found through /status for raftdb, /v3/maintenance/status for
-      etcd; a 307 is followed and the client stays with the new address); stale reads are spread over
+      Each client sends one request, waits for the answer, and sends the next. Writes and default or \
+      consistent reads go to the leader (found through /status for raftdb, /v3/maintenance/status for \
+      etcd; a 307 is followed and the client stays with the new address); stale reads are spread over \
       all endpoints. Before get, cas and mixed runs the whole key space is written once.
-      Latency is in microseconds (HdrHistogram, 3 significant digits) over successful operations
-      that started after the warm-up and ended before the end of the measured window. The
-      generator's own CPU (getrusage user+sys of this process over the window) is reported so that
+
+      Latency is in microseconds (HdrHistogram, 3 significant digits) over successful operations \
+      that started after the warm-up and ended before the end of the measured window. The \
+      generator's own CPU (getrusage user+sys of this process over the window) is reported so that \
       it can be seen not to be the bottleneck.
-      --target etcd speaks to etcd's gRPC-gateway JSON endpoints (/v3/kv/put, /v3/kv/range with
-      serializable true for stale reads, false otherwise; /v3/kv/txn for cas): etcd's HTTP/JSON path,
+
+      --target etcd speaks to etcd's gRPC-gateway JSON endpoints (/v3/kv/put, /v3/kv/range with \
+      serializable true for stale reads, false otherwise; /v3/kv/txn for cas): etcd's HTTP/JSON path, \
       not its native gRPC one.
       """)
 
@@ -185,7 +187,7 @@ struct Bench: AsyncParsableCommand {
     note(
       "bench: \(benchTarget == .etcd ? "etcd (gRPC-gateway JSON)" : benchTarget.rawValue) \(op)"
         + ([.get, .mixed].contains(operation) ? " level=\(readLevel.rawValue)" : "")
-        + ", \(clients) clients, \(description); warm-up \(warmup) s, "
+        + ", \(clients) client\(clients == 1 ? "" : "s"), \(description); warm-up \(warmup) s, "
         + (requests.map { "\($0) requests" } ?? "\(duration) s"))
     let hardStop = requests == nil ? plan.measureEnd + UInt64(max(2, min(timeout, 5)) * 1e9) : nil
     let (stats, cpu, serverCPU) = try await runClients(
@@ -217,10 +219,12 @@ struct Bench: AsyncParsableCommand {
   {
     var clientsByLoop: [ObjectIdentifier: [BenchClient]] = [:]
     var all: [BenchClient] = []
+    let progress = BenchProgress()
     for k in 0..<plan.clients {
       let (host, port) = splitHostPort(addresses[k % addresses.count])!
       let loop = group.next()
-      let client = BenchClient(index: k, plan: plan, host: host, port: port, eventLoop: loop)
+      let client = BenchClient(
+        index: k, plan: plan, host: host, port: port, eventLoop: loop, progress: progress)
       all.append(client)
       clientsByLoop[ObjectIdentifier(loop), default: []].append(client)
     }
@@ -235,6 +239,8 @@ struct Bench: AsyncParsableCommand {
     let clients = all
     let finished = EventLoopFuture.andAllComplete(clients.map(\.finishedFuture), on: group.next())
     for client in all { client.start() }
+    let reporter = plan.populate ? nil : Task { await Self.report(progress, plan: plan) }
+    defer { reporter?.cancel() }
 
     var cpuAtStart = benchCPUSeconds()
     var serverAtStart = serverCPUSeconds()
@@ -264,6 +270,35 @@ struct Bench: AsyncParsableCommand {
       merged.merge(try await client.eventLoop.submit { client.stats }.get())
     }
     return (merged, cpu, serverCPU)
+  }
+
+  /// Prints a live line while the clients run, to stderr so that the results on stdout stay clean:
+  /// rewritten in place every second on a terminal, a plain line every 5 s otherwise.
+  private static func report(_ progress: BenchProgress, plan: BenchPlan) async {
+    let terminal = isatty(STDERR_FILENO) != 0
+    let interval = terminal ? 1.0 : 5.0
+    var last = (completed: 0, at: benchNow())
+    while !Task.isCancelled {
+      try? await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
+      guard !Task.isCancelled else { break }
+      let now = benchNow()
+      let completed = progress.completed.load(ordering: .relaxed)
+      let line: String
+      if now < plan.measureStart {
+        line = "bench: warming up"
+      } else {
+        let elapsed = Double(now - plan.measureStart) / 1e9
+        // Only measured operations are counted: the rate's window starts at the measured window.
+        let since = max(last.at, plan.measureStart)
+        let rate = Double(completed - last.completed) / max(1e-9, Double(now - since) / 1e9)
+        line = String(
+          format: "bench: %.0f s, %d ops, %.0f ops/s now, %d errors", elapsed, completed, rate,
+          progress.errors.load(ordering: .relaxed))
+      }
+      last = (completed, now)
+      FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K\(line)" : "\(line)\n").utf8))
+    }
+    if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
   }
 
   /// User plus system CPU seconds of the watched server processes, or nil if none is watched or one
@@ -381,7 +416,7 @@ struct BenchReport {
   func text() -> String {
     let targetName = target == .etcd ? "etcd via gRPC-gateway JSON" : "raftdb HTTP API"
     var lines = [
-      "\(shape) on \(operation == .echo ? "loopback TCP echo" : targetName), \(clients) clients (\(connectedTo)), "
+      "\(shape) on \(operation == .echo ? "loopback TCP echo" : targetName), \(clients) client\(clients == 1 ? "" : "s") (\(connectedTo)), "
         + "key \(keySize) B, value \(valueSize) B, \(keys) keys, seed \(seed)",
       String(
         format: "  throughput  %.0f ops/s (%d ops in %.2f s after %.1f s warm-up)", opsPerSecond,

@@ -3,6 +3,14 @@ import JSON
 import NIOCore
 import NIOPosix
 import Raft
+import Synchronization
+
+/// What every client has done so far in the measured window, for the live progress line: two
+/// relaxed atomic counters, one increment per answer, so that the hot path takes no lock.
+final class BenchProgress: Sendable {
+  let completed = Atomic<Int>(0)
+  let errors = Atomic<Int>(0)
+}
 
 /// What one simulated client observed in the measured window.
 struct BenchStats: Sendable {
@@ -64,10 +72,15 @@ final class BenchClient: @unchecked Sendable {
   private var connectFailures = 0
   private let done: EventLoopPromise<Void>
   private(set) var stats = BenchStats()
+  private let progress: BenchProgress?
 
   var finishedFuture: EventLoopFuture<Void> { done.futureResult }
 
-  init(index: Int, plan: BenchPlan, host: String, port: Int, eventLoop: any EventLoop) {
+  init(
+    index: Int, plan: BenchPlan, host: String, port: Int, eventLoop: any EventLoop,
+    progress: BenchProgress? = nil
+  ) {
+    self.progress = progress
     self.index = index
     self.plan = plan
     self.host = host
@@ -308,6 +321,7 @@ final class BenchClient: @unchecked Sendable {
       } else {
         stats.histogram.record(max(1, (end - sentAt) / 1000))
         stats.completed += 1
+        progress?.completed.add(1, ordering: .relaxed)
         switch kind {
         case .read: stats.reads += 1
         case .write, .cas: stats.writes += 1
@@ -334,6 +348,7 @@ final class BenchClient: @unchecked Sendable {
 
   private func countError(_ kind: String) {
     stats.errors[kind, default: 0] += 1
+    progress?.errors.add(1, ordering: .relaxed)
   }
 
   /// Called periodically: a request stuck past the timeout closes its connection (and is an error).

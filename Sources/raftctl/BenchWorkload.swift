@@ -22,7 +22,7 @@ enum BenchOperation: String, CaseIterable {
   case cas
   /// Reads and writes in the proportion `--read-percent`.
   case mixed
-  /// The cheapest request each server has (raftdb `GET /health`, etcd `GET /version`): the HTTP
+  /// The cheapest request each server has (raftdb `GET /livez`, etcd `GET /version`): the HTTP
   /// floor of the server, with no Raft or state machine in it.
   case noop
   /// 256-byte request, 256-byte answer over raw loopback TCP to an echo server inside this process:
@@ -223,7 +223,7 @@ struct BenchRequestWriter {
 
   mutating func noop() -> [UInt8] {
     body.removeAll(keepingCapacity: true)
-    return request("GET", path: plan.target == .raftdb ? "/health" : "/version", idempotencyKey: nil)
+    return request("GET", path: plan.target == .raftdb ? "/livez" : "/version", idempotencyKey: nil)
   }
 
   private mutating func request(_ method: StaticString, path: StaticString, idempotencyKey: UInt64?)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JSON
 import RaftDBClient
+import RaftDBVerify
 
 /// `raftctl cluster start|stop`: a local multi-process cluster for trying raftdb out.
 struct Cluster: AsyncParsableCommand {
@@ -57,9 +58,27 @@ struct Cluster: AsyncParsableCommand {
     URL(fileURLWithPath: directory).appendingPathComponent("cluster.json")
   }
 
+  /// Where `start` records the directory of the cluster it started last, so that `stop` without
+  /// `--dir` finds it: `~/.raftctl-last-cluster`.
+  static var lastClusterURL: URL {
+    FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".raftctl-last-cluster")
+  }
+
+  /// This raftctl executable, by its real path (a bare `raftctl` found on PATH has none in
+  /// `CommandLine.arguments[0]`), so that the hint it prints works wherever it is run from.
+  static var executableURL: URL {
+    (Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])).resolvingSymlinksInPath()
+  }
+
   struct Start: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Start N nodes on this machine: node01 bootstraps, the others join through it.")
+      abstract: "Start N nodes on this machine: node01 bootstraps, the others join through it.",
+      discussion: """
+        On a directory that already holds the nodes' data (a cluster stopped with `cluster stop`), \
+        it restarts that cluster from its data. Raft ports are 9091 and up by default (the README's \
+        quick start uses the course's 8089, 8090, 8087). A start that fails stops the nodes it \
+        started. Node logs (DIR/nodeNN.log) are appended to, never truncated.
+        """)
     @Option(help: "Number of nodes.") var nodes = 3
     @Option(help: "Directory for data, logs and the cluster manifest.") var dir: String
     @Option(help: "HTTP port of node01; node k uses this + k - 1.") var httpPort = 8091
@@ -73,8 +92,7 @@ struct Cluster: AsyncParsableCommand {
     func run() async throws {
       let executable =
         raftdb
-        ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        .deletingLastPathComponent().appendingPathComponent("raftdb").path
+        ?? Cluster.executableURL.deletingLastPathComponent().appendingPathComponent("raftdb").path
       guard FileManager.default.isExecutableFile(atPath: executable) else {
         throw ValidationError("raftdb not found at \(executable); pass --raftdb PATH")
       }
@@ -85,31 +103,26 @@ struct Cluster: AsyncParsableCommand {
       }
       var manifest = Manifest(nodes: [])
       let first = "127.0.0.1:\(httpPort)"
-      for k in 1...nodes {
-        let name = String(format: "node%02d", k)
-        let http = "127.0.0.1:\(httpPort + k - 1)"
-        let raft = "127.0.0.1:\(raftPort + k - 1)"
-        let directory = (dir as NSString).appendingPathComponent(name)
-        var arguments = ["-id", name, "-haddr", http, "-raddr", raft]
-        if k > 1 { arguments += ["-join", first] }
-        arguments.append(directory)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let logPath = (dir as NSString).appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        manifest.nodes.append(
-          .init(name: name, pid: process.processIdentifier, http: http, raft: raft, directory: directory))
-        if k == 1 { try await waitForLeader(at: http) }
+      // node01's FORMAT marker is written last when its directory is created: its presence means
+      // the cluster has data, and then every node restarts from it at once (node01 alone is not a
+      // quorum, so it cannot lead before the others are up).
+      let restarting = FileManager.default.fileExists(
+        atPath: ((dir as NSString).appendingPathComponent("node01") as NSString).appendingPathComponent(
+          "FORMAT"))
+      do {
+        try await launch(into: &manifest, executable: executable, first: first, restarting: restarting)
+      } catch {
+        // A failed start leaves nothing running that `cluster stop` could not find.
+        for node in manifest.nodes { kill(node.pid, SIGTERM) }
+        throw error
       }
-      try Data(manifest.json.serialized()).write(to: Cluster.manifestURL(dir))
+      try? Data(URL(fileURLWithPath: dir).standardizedFileURL.path.utf8).write(to: Cluster.lastClusterURL)
       let endpoints = manifest.nodes.map(\.http).joined(separator: ",")
-      try await waitForMembers(manifest.nodes.count, at: first)
-      print("raftdb cluster of \(nodes) running; logs and data in \(dir)")
+      // The directory of this raftctl, so that the hint works however it was started.
+      let raftctlDirectory = Cluster.executableURL.deletingLastPathComponent().path
+      print(
+        "raftdb cluster of \(nodes) \(restarting ? "restarted from its data" : "running"); logs and data in \(dir)"
+      )
       for node in manifest.nodes {
         print("  \(node.name)  http=\(node.http)  raft=\(node.raft)  pid=\(node.pid)")
       }
@@ -120,21 +133,54 @@ struct Cluster: AsyncParsableCommand {
           curl -XPOST \(first)/key -d '{"foo": "bar"}' -L
           curl -XGET '\(manifest.nodes.last!.http)/key/foo?level=consistent' -L
           curl \(first)/status
-          export RAFTDB_ENDPOINTS=\(endpoints)
+          export PATH=\(raftctlDirectory):$PATH RAFTDB_ENDPOINTS=\(endpoints)
           raftctl put foo bar && raftctl get foo --level consistent && raftctl members
         Stop it:
-          raftctl cluster stop --dir \(dir)
+          raftctl cluster stop
         """)
     }
 
-    private func waitForLeader(at endpoint: String) async throws {
-      let client = RaftDBClient(endpoints: [endpoint])
+    /// Starts the nodes, recording each in `manifest` as soon as it runs, and waits until the
+    /// cluster has formed (or, restarting, until it has a leader).
+    private func launch(
+      into manifest: inout Manifest, executable: String, first: String, restarting: Bool
+    ) async throws {
+      for k in 1...nodes {
+        let name = String(format: "node%02d", k)
+        let http = "127.0.0.1:\(httpPort + k - 1)"
+        let raft = "127.0.0.1:\(raftPort + k - 1)"
+        let directory = (dir as NSString).appendingPathComponent(name)
+        var arguments = ["-id", name, "-haddr", http, "-raddr", raft]
+        if k > 1 { arguments += ["-join", first] }
+        arguments.append(directory)
+        // Appends to the node's log, so that a restart does not erase the story of the last run.
+        let process = try LoggedProcess.launch(
+          URL(fileURLWithPath: executable), arguments: arguments,
+          appendingOutputTo: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("\(name).log")))
+        manifest.nodes.append(
+          .init(name: name, pid: process.processIdentifier, http: http, raft: raft, directory: directory))
+        if k == 1 && !restarting { try await waitForLeader(at: [http]) }
+      }
+      try Data(manifest.json.serialized()).write(to: Cluster.manifestURL(dir))
+      if restarting {
+        try await waitForLeader(at: manifest.nodes.map(\.http))
+      } else {
+        try await waitForMembers(manifest.nodes.count, at: first)
+      }
+    }
+
+    /// Waits up to 10 s until one of `endpoints` says it leads.
+    private func waitForLeader(at endpoints: [String]) async throws {
+      let client = RaftDBClient(endpoints: endpoints)
       defer { Task { await client.close() } }
       for _ in 0..<100 {
-        if let status = try? await client.status(endpoint: endpoint), status.state == "leader" { return }
+        for endpoint in endpoints {
+          if let status = try? await client.status(endpoint: endpoint), status.state == "leader" { return }
+        }
         try await Task.sleep(for: .milliseconds(100))
       }
-      throw ValidationError("node01 did not become leader; see \(dir)/node01.log")
+      throw ValidationError(
+        "no node became leader within 10 s; see the logs in \(dir); the nodes it started were stopped")
     }
 
     private func waitForMembers(_ count: Int, at endpoint: String) async throws {
@@ -151,10 +197,20 @@ struct Cluster: AsyncParsableCommand {
 
   struct Stop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Stop a cluster started with `cluster start`.")
-    @Option(help: "The directory given to `cluster start`.") var dir: String
+    @Option(help: "The directory given to `cluster start` (default: the cluster started last).")
+    var dir: String?
     @Flag(help: "Also delete the data directory.") var clean = false
 
     func run() async throws {
+      guard
+        let dir = dir
+          ?? FileManager.default.contents(atPath: Cluster.lastClusterURL.path).map({
+            String(decoding: $0, as: UTF8.self)
+          })
+      else {
+        throw ValidationError(
+          "no --dir, and no cluster recorded as started last (\(Cluster.lastClusterURL.path))")
+      }
       let url = Cluster.manifestURL(dir)
       guard let data = FileManager.default.contents(atPath: url.path) else {
         throw ValidationError("no cluster recorded in \(dir)")

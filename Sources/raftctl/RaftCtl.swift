@@ -3,6 +3,7 @@ import Foundation
 import JSON
 import RaftDBAPI
 import RaftDBClient
+import RaftDBServer
 
 @main
 struct RaftCtl: AsyncParsableCommand {
@@ -10,31 +11,108 @@ struct RaftCtl: AsyncParsableCommand {
     commandName: "raftctl",
     abstract: "Command-line client and tools for raftdb.",
     discussion: """
-      Endpoints are the HTTP addresses of any members (--endpoints or RAFTDB_ENDPOINTS); requests
-      follow redirects to the leader and move on to the next endpoint when one is down.
+      Endpoints are the HTTP addresses of any members (--endpoints or RAFTDB_ENDPOINTS, host:port \
+      or http://host:port); requests follow redirects to the leader and move on to the next \
+      endpoint when one is down. Output is for people; -w json prints what the server answered.
+
+      Exit status: 0 success; 1 the key was not found (get) or the comparison failed (cas); 2 the \
+      server refused the request; 64 a usage error; 69 the cluster is unavailable (no endpoint \
+      reachable, or no leader within --timeout).
       """,
+    version: RaftCtl.versionText,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
       Transfer.self, Cluster.self, Bench.self, Verify.self,
     ])
+
+  /// What `--version` prints: this build, and the newest cluster version and data format it
+  /// speaks (the server's `GET /version` and data directories say the same).
+  static let versionText = BuildVersion.description(of: "raftctl")
+
+  /// Runs the subcommand, and turns a client's failure into one line on stderr and its exit status
+  /// (see the discussion above) instead of ArgumentParser's generic "Error:" and status 1.
+  static func main() async {
+    do {
+      var command = try parseAsRoot()
+      if var asynchronous = command as? any AsyncParsableCommand {
+        try await asynchronous.run()
+      } else {
+        try command.run()
+      }
+    } catch let error as RaftDBClientError {
+      FileHandle.standardError.write(Data("raftctl: \(error)\n".utf8))
+      Foundation.exit(error.exitStatus)
+    } catch {
+      exit(withError: error)
+    }
+  }
+}
+
+extension RaftDBClientError {
+  /// raftctl's exit status for this failure (documented in `raftctl --help`).
+  var exitStatus: Int32 {
+    switch self {
+    case .unavailable: 69
+    case .server(let status, _) where status == 503: 69
+    case .server, .badResponse: 2
+    }
+  }
 }
 
 struct Endpoints: ParsableArguments {
-  @Option(help: "Comma-separated HTTP addresses of members (default: $RAFTDB_ENDPOINTS or localhost:8091).")
+  @Option(
+    help:
+      "Comma-separated HTTP addresses of members, host:port or http://host:port (default: $RAFTDB_ENDPOINTS or localhost:8091)."
+  )
   var endpoints: String?
 
+  /// The endpoints as host:port (one that is neither form stays as written; `validate` refuses it).
   var list: [String] {
     let text = endpoints ?? ProcessInfo.processInfo.environment["RAFTDB_ENDPOINTS"] ?? "localhost:8091"
     return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      .map { endpointHostPort($0) ?? $0 }
   }
 
-  func client() throws -> RaftDBClient {
-    let list = list
-    guard !list.isEmpty, list.allSatisfy({ splitHostPort($0) != nil }) else {
-      throw ValidationError("endpoints must be host:port, comma separated")
+  func validate() throws {
+    guard !list.isEmpty else { throw ValidationError("no endpoints; give --endpoints host:port,...") }
+    for endpoint in list where endpointHostPort(endpoint) == nil {
+      throw ValidationError("endpoint \(endpoint) is not host:port or http://host:port")
     }
-    return RaftDBClient(endpoints: list)
   }
+}
+
+/// The endpoints and how long to keep retrying: what every command that talks to the cluster
+/// through `RaftDBClient` takes.
+struct Connection: ParsableArguments {
+  @OptionGroup var endpoints: Endpoints
+
+  @Option(help: "Give up after this many seconds of retrying (no leader, members down).")
+  var timeout: Double = 15
+
+  func validate() throws {
+    guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+  }
+
+  func client() -> RaftDBClient {
+    var options = RaftDBClient.Options()
+    options.deadline = .milliseconds(Int64(timeout * 1000))
+    // A wait for a leader says what it waits for, on stderr so that output stays clean for scripts.
+    options.onRetry = { problem in FileHandle.standardError.write(Data("raftctl: \(problem)\n".utf8)) }
+    return RaftDBClient(endpoints: endpoints.list, options: options)
+  }
+}
+
+/// `-w simple|json`: for people (the default), or the server's JSON for scripts.
+struct Output: ParsableArguments {
+  enum Format: String, ExpressibleByArgument, CaseIterable {
+    case simple
+    case json
+  }
+
+  @Option(name: [.customShort("w"), .customLong("write-out")], help: "Output format: simple or json.")
+  var format: Format = .simple
+
+  var isJSON: Bool { format == .json }
 }
 
 /// Prints an object compactly with sorted keys and unescaped slashes (as JSONSerialization's
@@ -43,125 +121,234 @@ func printJSON(_ members: KeyValuePairs<String, JSONValue>) {
   print(String(decoding: JSONValue(members).serialized(sortingKeys: true), as: UTF8.self))
 }
 
+/// Prints rows under a header with every column padded to its widest cell, as etcdctl's tables
+/// line up (without the box drawing, so that the output still greps and cuts well).
+func printTable(_ header: [String], _ rows: [[String]]) {
+  var widths = header.map(\.count)
+  for row in rows {
+    for (column, cell) in row.enumerated() where column < widths.count {
+      widths[column] = max(widths[column], cell.count)
+    }
+  }
+  for row in [header] + rows {
+    let cells = row.enumerated().map { column, cell in
+      column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+    }
+    print(cells.joined(separator: "  "))
+  }
+}
+
 struct Put: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Set keys: raftctl put foo bar, or raftctl put foo=bar baz=qux (one atomic write).")
-  @OptionGroup var endpoints: Endpoints
-  @Argument(help: "KEY VALUE, or one or more KEY=VALUE pairs.") var arguments: [String]
+  @OptionGroup var connection: Connection
+  @OptionGroup var output: Output
+  @Argument(help: "KEY VALUE, or one or more KEY=VALUE pairs.") var arguments: [String] = []
 
-  func run() async throws {
-    var pairs: [String: String] = [:]
-    if arguments.count == 2 && !arguments[0].contains("=") {
-      pairs[arguments[0]] = arguments[1]
-    } else {
+  /// The pairs the arguments name; a usage error (with this subcommand's usage) if they name none.
+  var pairs: [String: String] {
+    get throws {
+      if arguments.count == 2 && !arguments[0].contains("=") { return [arguments[0]: arguments[1]] }
+      var pairs: [String: String] = [:]
       for argument in arguments {
         guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
-          throw ValidationError("expected KEY=VALUE, got \(argument)")
+          throw ValidationError("expected KEY VALUE or KEY=VALUE pairs, got \(argument)")
         }
         pairs[String(argument[..<equals])] = String(argument[argument.index(after: equals)...])
       }
+      guard !pairs.isEmpty else { throw ValidationError("nothing to put: give KEY VALUE or KEY=VALUE") }
+      return pairs
     }
-    guard !pairs.isEmpty else { throw ValidationError("nothing to put") }
-    let client = try endpoints.client()
-    let revision = try await client.put(pairs)
+  }
+
+  func validate() throws { _ = try pairs }
+
+  func run() async throws {
+    let client = connection.client()
+    let revision = try await client.put(try pairs)
     await client.close()
-    printJSON(["revision": JSONValue(revision)])
+    if output.isJSON {
+      printJSON(["revision": JSONValue(revision)])
+    } else {
+      print("OK (revision \(revision))")
+    }
   }
 }
 
 struct Get: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Read a key.")
-  @OptionGroup var endpoints: Endpoints
-  @Option(help: "stale, default or consistent.") var level: String = "default"
+  static let configuration = CommandConfiguration(
+    abstract: "Read a key: prints its value (exit status 1 if it is absent).")
+  @OptionGroup var connection: Connection
+  @OptionGroup var output: Output
+  @Option(help: "stale, default or consistent (linearizable).") var level: String = "default"
+  @Flag(help: "Print the key on the line before its value.") var printKey = false
   @Argument var key: String
 
-  func run() async throws {
-    guard let readLevel = ReadLevel(parameter: level) else {
-      throw ValidationError("unknown level \(level)")
+  func validate() throws {
+    guard ReadLevel(parameter: level) != nil else {
+      throw ValidationError("unknown --level \(level); use stale, default or consistent")
     }
-    let client = try endpoints.client()
-    let value = try await client.get(key, level: readLevel)
+  }
+
+  func run() async throws {
+    let client = connection.client()
+    let value = try await client.get(key, level: ReadLevel(parameter: level)!)
     await client.close()
     guard let value else {
-      FileHandle.standardError.write(Data("key \(key) not found\n".utf8))
+      FileHandle.standardError.write(Data("raftctl: key \(key) not found\n".utf8))
       throw ExitCode(1)
     }
-    printJSON([key: JSONValue(value)])
+    if output.isJSON {
+      printJSON([key: JSONValue(value)])
+    } else {
+      if printKey { print(key) }
+      print(value)
+    }
   }
 }
 
 struct Delete: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "del", abstract: "Delete a key.")
-  @OptionGroup var endpoints: Endpoints
+  @OptionGroup var connection: Connection
+  @OptionGroup var output: Output
   @Argument var key: String
 
   func run() async throws {
-    let client = try endpoints.client()
-    let existed = try await client.delete(key)
+    let client = connection.client()
+    let outcome = try await client.delete(key)
     await client.close()
-    printJSON(["deleted": JSONValue(existed)])
+    if output.isJSON {
+      printJSON(["deleted": JSONValue(outcome.existed), "revision": JSONValue(outcome.revision)])
+    } else {
+      print(
+        outcome.existed
+          ? "deleted (revision \(outcome.revision))" : "not found (revision \(outcome.revision))")
+    }
   }
 }
 
 struct CompareAndSet: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "cas", abstract: "Set KEY to VALUE only if it currently equals --expect (or is absent).")
-  @OptionGroup var endpoints: Endpoints
-  @Option(help: "The value the key must have now.") var expect: String?
-  @Flag(help: "Require the key to be absent now.") var expectAbsent = false
+    commandName: "cas",
+    abstract:
+      "Set KEY to VALUE only if it now holds --expect OLD, or with --expect-absent only if it is absent.",
+    discussion:
+      "One of --expect and --expect-absent is required: a compare-and-set always says what it compares. Exit status 1 when the comparison fails."
+  )
+  @OptionGroup var connection: Connection
+  @OptionGroup var output: Output
+  @Option(help: "The value the key must hold now.") var expect: String?
+  @Flag(help: "Require the key to be absent now (create it only if nobody has).") var expectAbsent = false
   @Argument var key: String
   @Argument var value: String
 
   func validate() throws {
     guard (expect != nil) != expectAbsent else {
-      throw ValidationError("give exactly one of --expect or --expect-absent")
+      throw ValidationError(
+        "give exactly one of --expect OLD (the value the key must hold now) or --expect-absent (the key must not exist)"
+      )
     }
   }
 
   func run() async throws {
-    let client = try endpoints.client()
+    let client = connection.client()
     let outcome = try await client.compareAndSet(key, expect: expect, value: value)
     await client.close()
-    printJSON(["succeeded": JSONValue(outcome.succeeded), "value": JSONValue(outcome.current)])
+    if output.isJSON {
+      printJSON([
+        "succeeded": JSONValue(outcome.succeeded), "value": JSONValue(outcome.current),
+        "revision": JSONValue(outcome.revision),
+      ])
+    } else if outcome.succeeded {
+      print("OK (revision \(outcome.revision))")
+    } else {
+      print(
+        "comparison failed: \(key) holds \(outcome.current.map { "\"\($0)\"" } ?? "nothing") (revision \(outcome.revision))"
+      )
+    }
     if !outcome.succeeded { throw ExitCode(1) }
   }
 }
 
 struct Status: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Show a node's view of the cluster.")
-  @OptionGroup var endpoints: Endpoints
+  static let configuration = CommandConfiguration(
+    abstract: "Show each endpoint's view of itself: a table, or -w json for its /status.")
+  @OptionGroup var connection: Connection
+  @OptionGroup var output: Output
 
   func run() async throws {
-    let client = try endpoints.client()
-    for endpoint in endpoints.list {
+    let client = connection.client()
+    var rows: [[String]] = []
+    for endpoint in connection.endpoints.list {
       do {
-        print(try await client.statusJSON(endpoint: endpoint))
+        if output.isJSON {
+          print(
+            try await client.statusJSON(endpoint: endpoint).trimmingCharacters(in: .whitespacesAndNewlines))
+          continue
+        }
+        let status = try await client.status(endpoint: endpoint)
+        let me = status.members.first { $0.id == status.id }
+        rows.append([
+          endpoint, status.id, status.memberID ?? "-", me?.raddr ?? "-", status.state, "\(status.term)",
+          status.leader?.id ?? "none", "\(status.commitIndex)", "\(status.appliedIndex)", "yes",
+        ])
       } catch {
-        printJSON(["endpoint": JSONValue(endpoint), "error": JSONValue("\(error)")])
+        if output.isJSON {
+          printJSON(["endpoint": JSONValue(endpoint), "error": JSONValue("\(error)")])
+        } else {
+          rows.append([endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "no: \(error)"])
+        }
       }
     }
     await client.close()
+    if !output.isJSON {
+      printTable(
+        [
+          "ENDPOINT", "NAME", "MEMBER ID", "RAFT", "STATE", "TERM", "LEADER", "COMMIT", "APPLIED",
+          "REACHABLE",
+        ],
+        rows)
+    }
   }
 }
 
 struct Members: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "List the members as the leader sees them.")
-  @OptionGroup var endpoints: Endpoints
+  static let configuration = CommandConfiguration(
+    abstract: "List the members as the leader sees them, and whether each answers now.")
+  @OptionGroup var connection: Connection
+  @OptionGroup var output: Output
 
   func run() async throws {
-    let client = try endpoints.client()
+    let client = connection.client()
     let status = try await client.status()
-    await client.close()
+    var rows: [[String]] = []
+    var objects: [JSONValue] = []
     for member in status.members.sorted(by: { $0.id < $1.id }) {
       let role = member.id == status.leader?.id ? "leader" : (member.voter == true ? "voter" : "learner")
-      print("\(member.id)\t\(role)\traft=\(member.raddr)\thttp=\(member.haddr)")
+      var reachable = "no HTTP address"
+      if !member.haddr.isEmpty {
+        reachable = (try? await client.status(endpoint: member.haddr)) != nil ? "yes" : "no"
+      }
+      rows.append([member.id, member.memberID ?? "-", role, member.raddr, member.haddr, reachable])
+      objects.append(
+        JSONValue([
+          "id": JSONValue(member.id), "member_id": JSONValue(member.memberID), "role": JSONValue(role),
+          "raddr": JSONValue(member.raddr), "haddr": JSONValue(member.haddr),
+          "reachable": JSONValue(reachable == "yes"),
+        ]))
+    }
+    await client.close()
+    if output.isJSON {
+      print(String(decoding: JSONValue.array(objects).serialized(sortingKeys: true), as: UTF8.self))
+    } else {
+      printTable(["NAME", "MEMBER ID", "ROLE", "RAFT", "HTTP", "REACHABLE"], rows)
     }
   }
 }
 
 struct Join: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Add a member (as the course's /join does).")
-  @OptionGroup var endpoints: Endpoints
+  @OptionGroup var connection: Connection
   @Flag(help: "Add as a learner (non-voting).") var learner = false
   @Argument(help: "Member name.") var id: String
   @Argument(help: "Its raft address, host:port.") var raftAddress: String
@@ -172,37 +359,37 @@ struct Join: AsyncParsableCommand {
   var memberID: String?
 
   func run() async throws {
-    let client = try endpoints.client()
+    let client = connection.client()
     try await client.join(
       id: id, raftAddress: raftAddress, httpAddress: httpAddress, voter: !learner, memberID: memberID)
     await client.close()
-    printJSON(["joined": JSONValue(id)])
+    print("joined \(id)")
   }
 }
 
 struct Transfer: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Hand leadership to a member (default: the most caught-up voter) and wait until it leads.")
-  @OptionGroup var endpoints: Endpoints
+  @OptionGroup var connection: Connection
   @Argument(help: "Member name or member id (omit for the most caught-up voter).") var id: String?
 
   func run() async throws {
-    let client = try endpoints.client()
+    let client = connection.client()
     let leader = try await client.transferLeadership(to: id)
     await client.close()
-    printJSON(["leader": JSONValue(leader)])
+    print("leader is now \(leader)")
   }
 }
 
 struct Remove: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Remove a member.")
-  @OptionGroup var endpoints: Endpoints
+  @OptionGroup var connection: Connection
   @Argument(help: "Member name.") var id: String
 
   func run() async throws {
-    let client = try endpoints.client()
+    let client = connection.client()
     try await client.remove(id: id)
     await client.close()
-    printJSON(["removed": JSONValue(id)])
+    print("removed \(id)")
   }
 }

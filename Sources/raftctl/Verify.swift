@@ -8,16 +8,20 @@ struct Verify: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run a real cluster under faults, record a history, and check it is linearizable.",
     discussion: """
-      Launches raftdb processes behind a fault-injecting proxy on every peer link, runs concurrent
-      clients (reads, unique writes, compare-and-sets, deletes over a few keys; uncertain writes are
-      retried with their Idempotency-Key), injects faults from a seeded schedule, heals, reads every key
-      once more, and checks the whole history for linearizability. The same seed gives the same fault
+      Launches raftdb processes behind a fault-injecting proxy on every peer link, runs concurrent \
+      clients (reads, unique writes, compare-and-sets, deletes over a few keys; uncertain writes are \
+      retried with their Idempotency-Key), injects faults from a seeded schedule, heals, reads every key \
+      once more, and checks the whole history for linearizability. The same seed gives the same fault \
       schedule (timings on a real machine still vary).
 
-        raftctl verify --duration 60                                  # what CI runs
-        raftctl verify --nodes 5 --duration 600 --faults kill,pause,partition,membership,crash-all
-        raftctl verify --level stale --read-any-node --expect-violation   # show the checker bites
-        raftctl verify --replay runs/history.txt                      # re-check a saved history
+      What CI runs; a 10-minute, 5-node run; a run that shows the checker catches stale reads; a \
+      re-check of a saved history:
+
+        raftctl verify --duration 60
+        raftctl verify --nodes 5 --duration 600 \\
+          --faults kill,pause,partition,membership,crash-all
+        raftctl verify --level stale --read-any-node --expect-violation
+        raftctl verify --replay runs/history.txt
       """)
 
   @Option(help: "Cluster size (3 or 5).") var nodes = 3
@@ -35,6 +39,8 @@ struct Verify: AsyncParsableCommand {
   @Flag(help: "Succeed only if a violation is found (for showing the checker catches stale reads).")
   var expectViolation = false
   @Option(help: "Check a saved history instead of running a cluster.") var replay: String?
+  @Flag(help: "Keep the working directory (data, logs, history.txt) even when the run succeeds.")
+  var keep = false
 
   func run() async throws {
     if let replay {
@@ -75,11 +81,27 @@ struct Verify: AsyncParsableCommand {
     options.workload.keys = keys
     options.workload.readLevel = level
     options.workload.readFromAnyNode = readAnyNode
+    print("verify: working directory \(directory.path) (removed after a successful run unless --keep)")
+    // Faults and progress print as they happen (the fault log is not repeated at the end).
     let report = try await Verifier.run(options) { message in print("verify: \(message)") }
-    for line in report.faultLog { print("  \(line)") }
     print(report.summaryLine)
     let historyPath = directory.appendingPathComponent("history.txt")
-    try report.history.encoded().write(to: historyPath, atomically: true, encoding: .utf8)
+    let succeeded =
+      switch report.result {
+      case .linearizable: !expectViolation
+      case .notLinearizable: expectViolation
+      case .unknown: false
+      }
+    // The history is saved when someone will want it: after a failure, a violation, or on --keep.
+    if !succeeded || keep || !report.result.isLinearizable {
+      try report.history.encoded().write(to: historyPath, atomically: true, encoding: .utf8)
+    }
+    defer {
+      if succeeded && !keep {
+        try? FileManager.default.removeItem(at: directory)
+        print("verify: removed \(directory.path) (pass --keep to keep data, logs and history)")
+      }
+    }
     switch report.result {
     case .linearizable:
       if expectViolation {

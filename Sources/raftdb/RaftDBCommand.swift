@@ -17,18 +17,21 @@ struct RaftDBCommand: AsyncParsableCommand {
     commandName: "raftdb",
     abstract: "A distributed key-value store on Raft (the course's raftdb).",
     discussion: """
-      With an empty data directory and no -join, raftdb bootstraps a one-node cluster and leads it.
-      With -join it asks that member (any member; redirects lead to the leader) to add it, retrying
-      until admitted. A restart with existing state needs no -join.
+      With an empty data directory and no -join, raftdb bootstraps a one-node cluster and leads \
+      it. With -join it asks that member (any member; redirects lead to the leader) to add it, \
+      retrying until admitted. A restart with existing state needs no -join. Flags take one dash \
+      (-id, as in the course) or two (--id).
 
-      Three nodes on one machine, as in lesson 20:
+      Three nodes on one machine, as in lesson 20 (each command copies and pastes whole):
         raftdb -id node01 -haddr localhost:8091 -raddr localhost:8089 ~/node01
-        raftdb -id node02 -haddr localhost:8092 -raddr localhost:8090 -join localhost:8091 ~/node02
-        raftdb -id node03 -haddr localhost:8093 -raddr localhost:8087 -join localhost:8091 ~/node03
+        raftdb -id node02 -haddr localhost:8092 -raddr localhost:8090 \\
+          -join localhost:8091 ~/node02
+        raftdb -id node03 -haddr localhost:8093 -raddr localhost:8087 \\
+          -join localhost:8091 ~/node03
         curl -XPOST localhost:8091/key -d '{"foo": "bar"}' -L
         curl -XGET 'localhost:8092/key/foo?level=consistent' -L
-      Flags take one dash (-id, as in the course) or two (--id).
-      """)
+      """,
+    version: BuildVersion.description(of: "raftdb"))
 
   @Option(name: .raftdb("id"), help: "This node's name (default: its raft address).")
   var id: String?
@@ -73,6 +76,20 @@ struct RaftDBCommand: AsyncParsableCommand {
 
   @Option(name: .raftdb("log-retain-bytes"), help: "Bound on the bytes of those retained entries.")
   var logRetainBytes = 16 << 20
+
+  @Option(
+    name: .raftdb("wal-segment-bytes"),
+    help:
+      "Size of a write-ahead log segment, bytes (at least 1 MiB). Each is reserved on disk when created (see -wal-preallocate), so a new data directory takes this much at once."
+  )
+  var walSegmentBytes = 64 << 20
+
+  @Option(
+    name: .raftdb("wal-preallocate"),
+    help:
+      "Reserve each WAL segment's whole size when it is created (true or false). Preallocated segments make each fsync cheaper; false saves disk on small or test nodes."
+  )
+  var walPreallocate = true
 
   @Option(name: .raftdb("max-key-bytes"), help: "Largest key accepted, bytes.")
   var maxKeyBytes = 4096
@@ -136,7 +153,9 @@ struct RaftDBCommand: AsyncParsableCommand {
   func validate() throws {
     guard splitHostPort(haddr) != nil else { throw ValidationError("-haddr must be host:port, got \(haddr)") }
     guard splitHostPort(raddr) != nil else { throw ValidationError("-raddr must be host:port, got \(raddr)") }
-    if let join, splitHostPort(join) == nil { throw ValidationError("-join must be host:port, got \(join)") }
+    if let join, endpointHostPort(join) == nil {
+      throw ValidationError("-join must be host:port or http://host:port, got \(join)")
+    }
     if let raftListen, splitHostPort(raftListen) == nil {
       throw ValidationError("-raft-listen must be host:port, got \(raftListen)")
     }
@@ -157,6 +176,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     // hold one append: beyond this the core's own bounds would contradict each other.
     guard maxValueBytes <= 16 << 20 else {
       throw ValidationError("-max-value-bytes must be at most \(16 << 20) (16 MiB), got \(maxValueBytes)")
+    }
+    guard walSegmentBytes >= 1 << 20 else {
+      throw ValidationError("-wal-segment-bytes must be at least \(1 << 20) (1 MiB), got \(walSegmentBytes)")
     }
     guard maxBufferedRequestBytes >= maxRequestBytes else {
       throw ValidationError("-max-buffered-request-bytes must be at least -max-request-bytes")
@@ -186,6 +208,8 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.snapshotThresholdBytes = snapshotThresholdBytes
     options.logRetainedEntries = logRetain
     options.logRetainedBytes = logRetainBytes
+    options.walSegmentBytes = walSegmentBytes
+    options.walPreallocate = walPreallocate
     options.maxKeyBytes = maxKeyBytes
     options.maxValueBytes = maxValueBytes
     options.maxRequestBytes = maxRequestBytes
@@ -218,8 +242,15 @@ struct RaftDBCommand: AsyncParsableCommand {
       options.testSupportedClusterVersion = parsed
     }
 
-    try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    // Every listen address first: a taken port must not leave a bootstrapped data directory behind.
+    try await ListenAddress.requireAvailable(
+      [
+        ListenAddress(flag: "-haddr", address: haddr),
+        raftListen.map { ListenAddress(flag: "-raft-listen", address: $0) }
+          ?? ListenAddress(flag: "-raddr", address: raddr),
+      ], group: group)
+    try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let fatal = FatalExit()
     let node = try await RaftDBNode.start(options: options, logger: logger, networkGroup: group) { reason in
       fatal.exit(reason)

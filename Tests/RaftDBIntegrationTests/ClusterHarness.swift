@@ -286,6 +286,18 @@ final class PortAllocator: @unchecked Sendable {
     }
   }
 
+  /// The first of `count` consecutive free ports (for `raftctl cluster start`, which numbers its
+  /// nodes' ports from one base).
+  func nextBlock(_ count: Int) -> Int {
+    while true {
+      let first = next()
+      if (1..<count).allSatisfy({ Self.isFree(first + $0) }) {
+        lock.withLock { candidate = max(candidate, first + count - 1) }
+        return first
+      }
+    }
+  }
+
   static func isFree(_ port: Int) -> Bool {
     let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard socket >= 0 else { return false }
@@ -296,5 +308,40 @@ final class PortAllocator: @unchecked Sendable {
         bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
       }
     }
+  }
+}
+
+extension ClusterHarness {
+  /// What a `raftctl` run printed, how it exited and how long it took.
+  struct CommandRun {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+  }
+
+  /// Runs the `raftctl` built next to `raftdb` (or the one `RAFTDB_TEST_RAFTCTL` names, to check
+  /// that a test fails against another build), killing it after `timeout` seconds.
+  static func runRaftctl(_ arguments: [String], timeout: Double = 30) throws -> CommandRun {
+    let process = Process()
+    process.executableURL =
+      ProcessInfo.processInfo.environment["RAFTDB_TEST_RAFTCTL"].map { URL(fileURLWithPath: $0) }
+      ?? executable.deletingLastPathComponent().appendingPathComponent("raftctl")
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let began = Date()
+    try process.run()
+    let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    killer.cancel()
+    return CommandRun(
+      status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+      stderr: String(decoding: stderr, as: UTF8.self), seconds: Date().timeIntervalSince(began))
   }
 }

@@ -19,7 +19,7 @@ import Testing
       APIRoute, EventLoopFuture<APIResponse>
     ) {
       if request.head.uri.hasPrefix("/now") {
-        return (.other, eventLoop.makeSucceededFuture(.json(.ok, Array("now".utf8))))
+        return (.other, eventLoop.makeSucceededFuture(.exactly(Array("now".utf8))))
       }
       requests.append(request)
       let promise = eventLoop.makePromise(of: APIResponse.self)
@@ -30,7 +30,7 @@ import Testing
     func recordRequest(route: APIRoute, status: Int, nanoseconds: Int64) { recorded.append((route, status)) }
 
     func answer(_ index: Int, _ text: String) {
-      pending[index].succeed(.json(.ok, Array(text.utf8)))
+      pending[index].succeed(.exactly(Array(text.utf8)))
     }
   }
 
@@ -89,7 +89,7 @@ import Testing
     #expect(responder.requests.isEmpty, "never reaches the API")
     let text = try output()
     #expect(text.hasPrefix("HTTP/1.1 413 Payload Too Large"))
-    #expect(text.hasSuffix(#"{"error":"request body exceeds the 16-byte limit"}"#))
+    #expect(text.hasSuffix(#"{"error":"request body exceeds the 16-byte limit"}"# + "\n"))
     #expect(!channel.isActive)
   }
 
@@ -189,5 +189,13 @@ import Testing
     #expect(query.queryParameter("missing") == nil)
     let bare = APIRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "http://h"), body: nil)
     #expect(bare.path == "/")
+  }
+}
+
+extension APIResponse {
+  /// A 200 whose body is exactly `body` (`json` would add its newline), so that these tests can
+  /// find the bytes they answered with.
+  static func exactly(_ body: [UInt8]) -> APIResponse {
+    APIResponse(status: .ok, headers: ["Content-Type": "application/json"], body: body)
   }
 }

@@ -70,7 +70,8 @@ import Testing
     let text = try connection.output()
     #expect(text.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), "\(text)")
     #expect(text.contains("Connection: close"))
-    #expect(text.hasSuffix(#"{"error":"request not received in time; send the head and body promptly"}"#))
+    #expect(
+      text.hasSuffix(#"{"error":"request not received in time; send the head and body promptly"}"# + "\n"))
     #expect(!connection.channel.isActive)
     #expect(connection.responder.requests.isEmpty)
     #expect(metrics.prometheusText().contains(line: "raftdb_http_header_timeouts_total 1"))
@@ -220,7 +221,7 @@ import Testing
     let refusal = try expecting.output()
     #expect(refusal.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), "refused before the body is sent")
     #expect(refusal.contains("Retry-After: 1"))
-    #expect(refusal.hasSuffix(#"-max-buffered-request-bytes); retry shortly"}"#), "\(refusal)")
+    #expect(refusal.hasSuffix(#"-max-buffered-request-bytes); retry shortly"}"# + "\n"), "\(refusal)")
     #expect(!expecting.channel.isActive)
 
     let plain = try #require(try connect())

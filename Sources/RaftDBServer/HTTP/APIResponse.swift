@@ -10,8 +10,12 @@ struct APIResponse: Sendable {
   var headers: HTTPHeaders
   var body: [UInt8]
 
+  /// A JSON answer. The body ends with a newline, as etcd's and most APIs' do, so that `curl`'s
+  /// output does not run into the shell prompt; JSON parsers skip it as whitespace.
   static func json(_ status: HTTPResponseStatus, _ body: [UInt8]) -> APIResponse {
-    APIResponse(status: status, headers: ["Content-Type": "application/json"], body: body)
+    var body = body
+    body.append(UInt8(ascii: "\n"))
+    return APIResponse(status: status, headers: ["Content-Type": "application/json"], body: body)
   }
 }
 
@@ -65,6 +69,8 @@ enum APIRoute: String, Sendable, CaseIterable {
   case status = "/status"
   case metrics = "/metrics"
   case health = "/health"
+  case readiness = "/readyz"
+  case liveness = "/livez"
   case version = "/version"
   case other
 }

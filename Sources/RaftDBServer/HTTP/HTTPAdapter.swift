@@ -98,9 +98,13 @@ struct HTTPAdapter: HTTPResponding {
       writer.field("cluster", UInt64(versions.cluster))
       writer.endObject()
       return (.version, eventLoop.makeSucceededFuture(.json(.ok, writer.bytes)))
-    case "/health":
-      guard method == .GET else { return refuse(.health, allowed: "GET") }
-      return (.health, health(on: eventLoop))
+    case "/health", "/readyz":
+      let route: APIRoute = path == "/health" ? .health : .readiness
+      guard method == .GET else { return refuse(route, allowed: "GET") }
+      return (route, readiness(on: eventLoop))
+    case "/livez":
+      guard method == .GET else { return refuse(.liveness, allowed: "GET") }
+      return (.liveness, liveness(on: eventLoop))
     default:
       return (.other, eventLoop.makeFailedFuture(APIError.notFound("no route for \(path)")))
     }
@@ -251,7 +255,7 @@ struct HTTPAdapter: HTTPResponding {
       memberID = parsed
     }
     let promise = eventLoop.makePromise(of: APIResponse.self)
-    promise.completeWithTask { [service, voter, memberID] in
+    promise.completeWithTask { [service, voter, memberID, fields] in
       let joined = try await service.join(
         name: id, raftAddress: addr, httpAddress: fields["haddr"] ?? "", memberID: memberID, asVoter: voter)
       var writer = JSONWriter()
@@ -355,14 +359,40 @@ struct HTTPAdapter: HTTPResponding {
     return .json(.ok, writer.bytes)
   }
 
-  /// `GET /health` goes through the node's loop on purpose: a 200 also says that the loop responds.
-  private func health(on eventLoop: any EventLoop) -> EventLoopFuture<APIResponse> {
+  /// `GET /livez`, for supervisors that restart a process which no longer answers: 200 while the
+  /// node's loop responds, whatever the cluster around it does (a member cut off from its quorum
+  /// is alive, and restarting it would not help). It goes through the node's loop on purpose.
+  private func liveness(on eventLoop: any EventLoop) -> EventLoopFuture<APIResponse> {
     service.status(on: eventLoop).map { status in
       var writer = JSONWriter()
       writer.beginObject()
       writer.field("status", "ok")
       writer.field("state", status.state)
       writer.endObject()
+      return .json(.ok, writer.bytes)
+    }.flatMapErrorThrowing { throw APIError.unavailable("\($0)") }
+  }
+
+  /// `GET /health` and `GET /readyz`: 200 only while this member can serve linearizable requests
+  /// (`Readiness`), else 503 with the reason, so that a load balancer sends nothing to a member that
+  /// is up but cut off.
+  private func readiness(on eventLoop: any EventLoop) -> EventLoopFuture<APIResponse> {
+    service.readiness(on: eventLoop).map { readiness in
+      var writer = JSONWriter()
+      writer.beginObject()
+      if let problem = readiness.problem {
+        writer.field("error", "not ready: \(problem)")
+      } else {
+        writer.field("status", "ok")
+      }
+      writer.field("state", readiness.state)
+      writer.field("leader", readiness.leader)
+      writer.endObject()
+      guard readiness.isReady else {
+        var response = APIResponse.json(.serviceUnavailable, writer.bytes)
+        response.headers.add(name: "Retry-After", value: "1")
+        return response
+      }
       return .json(.ok, writer.bytes)
     }.flatMapErrorThrowing { throw APIError.unavailable("\($0)") }
   }

@@ -387,7 +387,8 @@ final class HTTPRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelH
       context.close(promise: nil)
       return
     }
-    let body = #"{"error":"request not received in time; send the head and body promptly"}"#
+    // Ends with a newline, as every JSON answer does (`APIResponse.json`).
+    let body = #"{"error":"request not received in time; send the head and body promptly"}"# + "\n"
     let text =
       "HTTP/\(version.major).\(version.minor) 408 Request Timeout\r\nContent-Type: application/json\r\n"
       + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"

@@ -90,34 +90,57 @@ extension RaftDBNode {
       lowest = min(lowest, version)
     }
     guard lowest > plan.current else { return }
+    let target = lowest
     let request = KVRequest(
-      command: .setClusterVersion(lowest),
+      command: .setClusterVersion(target),
       proposedAtMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
     let bytes = request.encoded()
     let proposed: EventLoopFuture<WriteOutcome> = loop.flatSubmit {
       guard self.raft.isLeader, self.raft.configuration == plan.configuration,
-        self.clusterVersionRaiseInFlight == nil, self.machine.clusterVersion < lowest
+        self.clusterVersionRaiseInFlight == nil, self.machine.clusterVersion < target
       else {
         return self.loop.makeFailedFuture(ServiceError.unavailable("the members changed during the poll"))
       }
-      self.clusterVersionRaiseInFlight = lowest
+      self.clusterVersionRaiseInFlight = target
       return self.proposeWrite(bytes, command: request.command).always { _ in
         self.clusterVersionRaiseInFlight = nil
       }
     }
     do {
       _ = try await proposed.get()
-      logger.info("cluster version raised from \(plan.current) to \(lowest): every member supports it")
+      logger.info("cluster version raised from \(plan.current) to \(target): every member supports it")
     } catch {
-      logger.info("raising the cluster version to \(lowest) did not happen (\(error)); will retry")
+      logger.info("raising the cluster version to \(target) did not happen (\(error)); will retry")
     }
+  }
+
+  /// How long the leader keeps asking a joining node's `GET /version` before it refuses the join
+  /// (docs/API.md): a node that has just started may open its HTTP listener a moment after it
+  /// sends its join, and the refusal must still come long before a client gives up.
+  static let joinProbeMillis = 2_000
+
+  /// Asks a joining node, before it becomes a learner, which cluster version its build supports.
+  /// The answer also shows that the node exists and is this far reachable: a learner that never
+  /// answers would stay in the configuration for good. Nil for a join without an HTTP address (the
+  /// course's `{"id", "addr"}` form), which cannot be asked.
+  func probeJoiningMember(_ info: MemberInfo) async throws(ServiceError) -> UInt32? {
+    guard !info.httpAddress.isEmpty else { return nil }
+    let deadline = ContinuousClock.now + .milliseconds(Self.joinProbeMillis)
+    while true {
+      if let version = await supportedVersion(ofMemberAt: info.httpAddress) { return version }
+      guard ContinuousClock.now < deadline else { break }
+      try? await Task.sleep(for: .milliseconds(200))
+    }
+    throw .failedPrecondition(
+      "\(info.name) does not answer at its HTTP address \(info.httpAddress) (GET /version, asked for \(Self.joinProbeMillis / 1000) s), so it was not added; start the node first (with -join it asks to be added by itself), or check its -haddr"
+    )
   }
 
   /// Refuses to add a member whose build does not support the cluster's version (or the version a
   /// raise in flight sets): it would reject commands the others apply. Runs on the loop, in the
-  /// turn that proposes the member, with the version the joiner said it supports (nil: not asked
-  /// or no answer). While the cluster runs the initial version every build qualifies, and the
-  /// monitor will not raise it past a member it cannot ask.
+  /// turn that proposes the member, with the version the joiner said it supports
+  /// (`probeJoiningMember`; nil: it names no HTTP address). While the cluster runs the initial
+  /// version every build qualifies, and the monitor will not raise it past a member it cannot ask.
   func requireSupportOfTheClusterVersion(by info: MemberInfo, supporting supported: UInt32?)
     throws(ServiceError)
   {

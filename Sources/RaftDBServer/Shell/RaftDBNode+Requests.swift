@@ -166,10 +166,10 @@ extension RaftDBNode {
       }
     }
     if existing == nil {
-      // Asked before, judged on the loop in the turn that proposes the learner (see
-      // `requireSupportOfTheClusterVersion`), so that no raise of the version slips in between.
-      let joinerVersion =
-        info.httpAddress.isEmpty ? nil : await supportedVersion(ofMemberAt: info.httpAddress)
+      // Asked first (which also shows that the node exists and answers), judged on the loop in the
+      // turn that proposes the learner (`requireSupportOfTheClusterVersion`), so that no raise of
+      // the version slips in between.
+      let joinerVersion = try await probeJoiningMember(info)
       try await changeConfiguration(ConfigurationChange(.addLearner, memberID, context: info.encoded())) {
         () throws(ServiceError) in
         try self.requireSupportOfTheClusterVersion(by: info, supporting: joinerVersion)
@@ -177,7 +177,7 @@ extension RaftDBNode {
     }
     guard asVoter else { return existing == nil ? "added as learner" : "already a member" }
     if existing?.isVoter == true { return "already a voter" }
-    try await waitForCatchUp(memberID)
+    try await waitForCatchUp(memberID, info: info)
     try await changeConfiguration(ConfigurationChange(.promoteLearner, memberID))
     return "added as voter"
   }
@@ -238,18 +238,38 @@ extension RaftDBNode {
     return promise.futureResult
   }
 
-  /// Waits until a learner's log reaches the commit index the leader had when the wait began.
-  private func waitForCatchUp(_ memberID: NodeID) async throws(ServiceError) {
+  /// How long a learner may stay silent after it was added — no append accepted, no snapshot under
+  /// way to it — before its join is rolled back (docs/API.md). This catches a join the leader could
+  /// not probe first (one without an HTTP address) whose node never answers; a live node answers
+  /// within a few heartbeats.
+  static let joinSilenceMillis = 10_000
+
+  /// Waits until a learner's log reaches the commit index the leader had when the wait began;
+  /// removes the learner again if it never answers at all (`joinSilenceMillis`).
+  private func waitForCatchUp(_ memberID: NodeID, info: MemberInfo) async throws(ServiceError) {
     let target: UInt64 = try await onLoop { self.loop.makeSucceededFuture(self.raft.commitIndex) }
-    let deadline = ContinuousClock.now + .milliseconds(max(options.requestTimeoutMillis, 30_000))
+    let began = ContinuousClock.now
+    let deadline = began + .milliseconds(max(options.requestTimeoutMillis, 30_000))
+    var answered = false
     while ContinuousClock.now < deadline {
-      let match: UInt64? = try await onLoop {
-        self.loop.makeCompletedFuture { () throws(ServiceError) -> UInt64? in
+      let progress: FollowerStatus? = try await onLoop {
+        self.loop.makeCompletedFuture { () throws(ServiceError) -> FollowerStatus? in
           guard self.raft.isLeader else { throw self.notLeaderError() }
-          return self.raft.status.followers.first { $0.id == memberID }?.matchIndex
+          return self.raft.status.followers.first { $0.id == memberID }
         }
       }
-      if let match, match >= target { return }
+      if let progress {
+        if progress.matchIndex >= target { return }
+        // An accepted append sets the match index; a snapshot is sent only after the learner
+        // answered a probe.
+        answered = answered || progress.matchIndex > 0 || progress.state.hasPrefix("snapshot")
+      }
+      if !answered && ContinuousClock.now - began >= .milliseconds(Self.joinSilenceMillis) {
+        try await changeConfiguration(ConfigurationChange(.removeMember, memberID))
+        throw .failedPrecondition(
+          "\(info.name) never answered at its raft address \(info.raftAddress) within \(Self.joinSilenceMillis / 1000) s of being added as a learner, so it was removed again; start the node, then join it again"
+        )
+      }
       try? await Task.sleep(for: .milliseconds(options.heartbeatIntervalMillis))
     }
     throw .unavailable("the new member is still catching up; retry the join")
@@ -307,7 +327,7 @@ extension RaftDBNode {
   /// The service over this node, which the protocol adapters call.
   public var service: KVService { KVService(backend: self, limits: options.kvLimits) }
 
-  /// The node's state for `/status` and `/health`, as a future (see `submitWrite`).
+  /// The node's state for `/status`, `/health` and `/livez`, as a future (see `submitWrite`).
   public func submitStatus() -> EventLoopFuture<MemberStatus> { loop.flatSubmit { self.statusReport() } }
 
   private func statusReport() -> EventLoopFuture<MemberStatus> {
@@ -320,7 +340,11 @@ extension RaftDBNode {
         lastLogIndex: status.lastIndex,
         snapshotIndex: status.snapshotIndex,
         members: status.configuration.memberInfos.map { ($0.info, $0.member.isVoter, $0.member.id) },
-        keys: self.machine.count, memberID: id, clusterID: clusterID))
+        keys: self.machine.count, memberID: id, clusterID: clusterID,
+        quorumContactAgeMillis: raft.quorumContactAgeTicks.map {
+          $0 * UInt64(options.heartbeatIntervalMillis)
+        },
+        electionTimeoutMillis: UInt64(options.electionTimeoutTicks * options.heartbeatIntervalMillis)))
   }
 }
 

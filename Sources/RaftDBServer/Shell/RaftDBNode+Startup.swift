@@ -42,6 +42,7 @@ extension RaftDBNode {
     }
     var storageOptions = FileStorageOptions()
     storageOptions.segmentSizeBytes = options.walSegmentBytes
+    storageOptions.preallocateSegments = options.walPreallocate
     storageOptions.snapshotsRetained = options.snapshotsRetained
     let testsFaults = options.testDiskFullAfterWALWrites != nil || options.testFsyncDelayMillis != nil
     let faults = testsFaults ? FaultInjectingFileSystem() : nil

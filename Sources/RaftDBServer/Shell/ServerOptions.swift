@@ -30,6 +30,9 @@ public struct ServerOptions: Sendable {
   public var logRetainedEntries: UInt64 = 5_000
   public var logRetainedBytes = 16 << 20
   public var walSegmentBytes = 64 << 20
+  /// Reserve each WAL segment's whole size when it is created (`FileStorageOptions`): a new data
+  /// directory takes `walSegmentBytes` of disk at once.
+  public var walPreallocate = true
 
   public var maxKeyBytes = 4096
   public var maxValueBytes = 1 << 20
