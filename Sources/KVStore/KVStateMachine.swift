@@ -1,5 +1,3 @@
-import HashTreeCollections
-
 /// The replicated key-value state: what every replica computes from the committed log.
 ///
 /// Owned by one thread (its Raft group's), so it is a class without locks and not `Sendable`; what
@@ -8,9 +6,12 @@ public final class KVStateMachine {
   public let limits: KVLimits
   public private(set) var appliedIndex: UInt64 = 0
   /// etcd-style global revision: +1 per applied command that changes data.
-  public private(set) var revision: UInt64 = 0
-  /// Approximate bytes of keys+values held (for metrics): UTF-8 bytes, without per-key overhead.
-  public private(set) var dataBytes = 0
+  public var revision: UInt64 { UInt64(store.revision) }
+  /// Bytes of the keys and values that exist now (UTF-8 bytes, without per-key overhead).
+  public var dataBytes: Int { store.liveBytes }
+  /// Bytes of keys and values held, history since the last compaction included: what a snapshot
+  /// carries, and what compaction frees.
+  public var heldBytes: Int { store.heldBytes }
   /// The cluster version the log has agreed (`setClusterVersion`); commands that need a newer one
   /// are not proposed.
   public private(set) var clusterVersion = ClusterVersion.initial
@@ -23,9 +24,9 @@ public final class KVStateMachine {
   /// for an upgrade, as etcd refuses to run below its cluster's version).
   public private(set) var unsupportedClusterVersion: UInt32?
 
-  private var entries = TreeSet<Entry>()
+  /// The multi-version store: every key's history since the last compaction, and the leases.
+  public private(set) var store = MVCCStore()
   private var idempotency = IdempotencyTable()
-  private var probe: KeyProbe
 
   public init(limits: KVLimits = KVLimits(), supportedClusterVersion: UInt32 = ClusterVersion.latest) {
     // Entries record lengths in 32 bits.
@@ -34,10 +35,10 @@ public final class KVStateMachine {
       "keys and values are limited to 4 GiB")
     self.limits = limits
     self.supportedClusterVersion = supportedClusterVersion
-    probe = KeyProbe(capacity: limits.maxKeyBytes)
   }
 
-  public var count: Int { entries.count }
+  /// Keys that exist now.
+  public var count: Int { store.liveKeyCount }
 
   /// Idempotency records currently remembered (for metrics).
   public var idempotencyRecordCount: Int { idempotency.count }
@@ -112,7 +113,7 @@ public final class KVStateMachine {
     case .put(let count, let firstPair):
       result = put(request, count: count, firstPair: firstPair, in: bytes)
     case .delete(let key):
-      result = delete(UnsafeRawBufferPointer(rebasing: bytes[key]))
+      result = delete(Array(bytes[key]))
     case .compareAndSet(let key, let expected, let value):
       result = compareAndSet(
         key: UnsafeRawBufferPointer(rebasing: bytes[key]),
@@ -123,8 +124,18 @@ public final class KVStateMachine {
         key: UnsafeRawBufferPointer(rebasing: bytes[key]),
         expected: UnsafeRawBufferPointer(rebasing: bytes[expected]))
     case .setClusterVersion(let version):
+      if clusterVersion < ClusterVersion.multiVersion && version >= ClusterVersion.multiVersion
+        && store.revision > store.compactRevision
+      {
+        // Until now a replica restored from an older snapshot format kept no history while the
+        // others kept all of it. From here on history is replicated state (transactions read past
+        // revisions), so every replica drops what it held below this revision, and they agree.
+        try? store.compact(store.revision)
+      }
       clusterVersion = max(clusterVersion, version)
       result = .clusterVersion(clusterVersion)
+    case .multiVersion(let command):
+      result = applyMultiVersion(command)
     }
     if let idempotencyKey {
       idempotency.record(
@@ -168,6 +179,10 @@ public final class KVStateMachine {
     case .setClusterVersion:
       // Its result is never remembered, so that a snapshot's records stay those of client writes.
       return request.idempotencyKey == nil ? nil : "set cluster version takes no idempotency key"
+    case .multiVersion(let command):
+      // Their results can be large (a transaction's ranges) and etcd has no such records either.
+      if request.idempotencyKey != nil { return "multi-version commands take no idempotency key" }
+      return multiVersionViolation(of: command, limits: limits)
     }
   }
 
@@ -203,86 +218,99 @@ public final class KVStateMachine {
   private func put(
     _ request: ParsedRequest, count: Int, firstPair: Int, in bytes: UnsafeRawBufferPointer
   ) -> KVResult {
-    revision += 1
-    let revision = revision
+    let main = store.revision + 1
+    var sub: Int64 = 0
     request.forEachPair(in: bytes, count: count, from: firstPair) { key, value in
-      store(
-        key: UnsafeRawBufferPointer(rebasing: bytes[key]),
-        value: UnsafeRawBufferPointer(rebasing: bytes[value]), revision: revision)
+      _ = store.write(
+        PutRequest(key: Array(bytes[key]), value: Array(bytes[value])), main: main, sub: &sub)
     }
+    store.finishWrite(main: main, sub: sub)
     return .put(revision: revision)
   }
 
-  /// Inserts or replaces a key at `revision`, in one traversal of the trie.
-  private func store(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, revision: UInt64) {
-    let entry = Entry.make(
-      key: key, value: value, createRevision: revision, modRevision: revision, version: 1)
-    if let previous = entries.update(with: entry) {
-      // `entry` became visible to nobody but this state machine a moment ago (snapshots are taken
-      // between applies), so completing its metadata now keeps entries immutable to any observer.
-      entry.setCreation(revision: previous.createRevision, version: previous.version &+ 1)
-      dataBytes += value.count - previous.valueCount
-    } else {
-      dataBytes += key.count + value.count
-    }
-  }
-
-  private func delete(_ key: UnsafeRawBufferPointer) -> KVResult {
-    let removed = probe.with(key) { entries.remove($0) }
-    guard let removed else { return .delete(existed: false, revision: revision) }
-    revision += 1
-    dataBytes -= removed.keyCount + removed.valueCount
-    return .delete(existed: true, revision: revision)
+  private func delete(_ key: [UInt8]) -> KVResult {
+    let main = store.revision + 1
+    var sub: Int64 = 0
+    let deleted = store.write(DeleteRangeRequest(range: KeyRange(key: key)), main: main, sub: &sub).deleted
+    store.finishWrite(main: main, sub: sub)
+    return .delete(existed: deleted > 0, revision: revision)
   }
 
   private func compareAndSet(
     key: UnsafeRawBufferPointer, expected: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer
   ) -> KVResult {
-    let current = probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0] } }
+    let key = Array(key)
+    let current = store.get(key)
     let matches: Bool
     switch (current, expected) {
     case (nil, nil): matches = true
-    case (let current?, let expected?): matches = current.withValue { compareBytes($0, expected) == 0 }
+    case (let current?, let expected?):
+      matches = current.value.withUnsafeBytes { compareBytes($0, expected) == 0 }
     default: matches = false
     }
     guard matches else {
-      return .compareAndSet(succeeded: false, current: current?.value, revision: revision)
+      return .compareAndSet(
+        succeeded: false, current: current.map { String(decoding: $0.value, as: UTF8.self) },
+        revision: revision)
     }
-    revision += 1
-    store(key: key, value: value, revision: revision)
+    let main = store.revision + 1
+    var sub: Int64 = 0
+    _ = store.write(PutRequest(key: key, value: Array(value)), main: main, sub: &sub)
+    store.finishWrite(main: main, sub: sub)
     return .compareAndSet(
       succeeded: true, current: String(decoding: value, as: UTF8.self), revision: revision)
   }
 
   private func compareAndDelete(key: UnsafeRawBufferPointer, expected: UnsafeRawBufferPointer) -> KVResult {
-    let current = probe.with(key) { probe in entries.firstIndex(of: probe).map { entries[$0] } }
-    guard let current, current.withValue({ compareBytes($0, expected) == 0 }) else {
-      return .compareAndSet(succeeded: false, current: current?.value, revision: revision)
+    let key = Array(key)
+    let current = store.get(key)
+    guard let current, current.value.withUnsafeBytes({ compareBytes($0, expected) == 0 }) else {
+      return .compareAndSet(
+        succeeded: false, current: current.map { String(decoding: $0.value, as: UTF8.self) },
+        revision: revision)
     }
     _ = delete(key)  // Bumps the revision.
     return .compareAndSet(succeeded: true, current: nil, revision: revision)
   }
 
+  /// A transaction, compaction or lease command. The store's errors are etcd's verdicts, reached
+  /// alike by every replica: they are results, not rejections.
+  private func applyMultiVersion(_ command: KVCommand) -> KVResult {
+    do throws(MVCCError) {
+      switch command {
+      case .txn(let txn):
+        let response = try store.txn(txn)
+        return .txn(response, revision: revision)
+      case .compact(let target):
+        try store.compact(target)
+        return .compact(revision: revision)
+      case .grantLease(let id, let ttl):
+        try store.grant(lease: id, ttl: ttl)
+        return .leaseGranted(id: id, ttl: ttl, revision: revision)
+      case .revokeLease(let id):
+        let deleted = try store.revoke(lease: id)
+        return .leaseRevoked(deleted: deleted, revision: revision)
+      case .checkpointLeases(let checkpoints):
+        // A lease revoked since the leader looked at it needs no checkpoint (etcd ignores it too).
+        for checkpoint in checkpoints {
+          try? store.checkpoint(lease: checkpoint.id, remainingTTL: checkpoint.remainingTTL)
+        }
+        return .leasesCheckpointed(revision: revision)
+      case .put, .delete, .compareAndSet, .compareAndDelete, .setClusterVersion:
+        preconditionFailure("the parser wraps only multi-version commands")
+      }
+    } catch {
+      return .failed(error, revision: revision)
+    }
+  }
+
   // MARK: - Reading
 
-  public func get(_ key: String) -> KVRecord? { record(of: key, in: entries, probe: &probe) }
+  public func get(_ key: String) -> KVRecord? { store.record(of: key) }
 
-  /// Keys with this prefix in ascending byte order, at most `limit` of them.
-  ///
-  /// The map is a hash trie with no order, so this scans every key: O(n) prefix comparisons plus
-  /// O(m log limit) for the m matches, kept in a bounded heap. Fine for directory-sized listings and
-  /// occasional admin scans; a workload that lists constantly would need an ordered index.
+  /// Keys with this prefix in ascending byte order, at most `limit` of them: O(log n + limit).
   public func list(prefix: String, limit: Int) -> [(key: String, record: KVRecord)] {
-    guard limit > 0 else { return [] }
-    var prefix = prefix
-    let matches = prefix.withUTF8 { prefixBytes in
-      smallestKeys(in: entries, limit: limit) { key in
-        key.count >= prefixBytes.count
-          && (prefixBytes.isEmpty
-            || memcmpBytes(key.baseAddress!, prefixBytes.baseAddress!, prefixBytes.count) == 0)
-      }
-    }
-    return matches.map { (key: $0.key, record: $0.record) }
+    store.list(prefix: prefix, limit: limit)
   }
 
   // MARK: - Snapshots
@@ -291,8 +319,7 @@ public final class KVStateMachine {
   /// only the paths they touch.
   public func snapshot() -> KVSnapshot {
     KVSnapshot(
-      appliedIndex: appliedIndex, revision: revision, dataBytes: dataBytes, entries: entries,
-      idempotency: idempotency, clusterVersion: clusterVersion)
+      appliedIndex: appliedIndex, store: store, idempotency: idempotency, clusterVersion: clusterVersion)
   }
 
   /// Replaces the whole state with a serialized snapshot read chunk by chunk (`next` returns nil at
@@ -302,9 +329,10 @@ public final class KVStateMachine {
     var decoder = KVSnapshotDecoder()
     while let chunk = try next() { try decoder.feed(chunk) }
     let state = try decoder.finish()
-    if state.clusterVersion > supportedClusterVersion && supportedClusterVersion == ClusterVersion.initial {
-      // A build from before cluster versions cannot read the format that carries one.
-      throw KVDecodingError.unsupportedVersion(SnapshotFormat.version)
+    let readable = SnapshotFormat.version(forClusterVersion: supportedClusterVersion)
+    if decoder.formatVersion > readable {
+      // What a build from before that format answers.
+      throw KVDecodingError.unsupportedVersion(decoder.formatVersion)
     }
     guard state.appliedIndex == appliedIndex else {
       throw KVDecodingError.invalidSnapshot(
@@ -320,9 +348,7 @@ public final class KVStateMachine {
 
   private func install(_ state: KVSnapshot) {
     appliedIndex = state.appliedIndex
-    revision = state.revision
-    dataBytes = state.dataBytes
-    entries = state.entries
+    store = state.store
     idempotency = state.idempotency
     clusterVersion = state.clusterVersion
     if clusterVersion > supportedClusterVersion {
@@ -330,42 +356,4 @@ public final class KVStateMachine {
       unsupportedClusterVersion = max(unsupportedClusterVersion ?? 0, clusterVersion)
     }
   }
-}
-
-/// The `limit` smallest keys (in byte order) of the entries accepted by `include`, ascending.
-func smallestKeys(
-  in entries: TreeSet<Entry>, limit: Int, where include: (UnsafeRawBufferPointer) -> Bool
-) -> [Entry] {
-  // A max-heap of the best `limit` so far: its root is the first to be displaced.
-  var heap: [Entry] = []
-  func less(_ a: Entry, _ b: Entry) -> Bool { a.withKey { a in b.withKey { b in compareBytes(a, b) < 0 } } }
-  func siftDown(_ start: Int) {
-    var parent = start
-    while true {
-      let left = 2 * parent + 1
-      guard left < heap.count else { return }
-      var largest = left
-      if left + 1 < heap.count && less(heap[left], heap[left + 1]) { largest = left + 1 }
-      guard less(heap[parent], heap[largest]) else { return }
-      heap.swapAt(parent, largest)
-      parent = largest
-    }
-  }
-  for entry in entries where entry.withKey(include) {
-    if heap.count < limit {
-      heap.append(entry)
-      var child = heap.count - 1
-      while child > 0 {
-        let parent = (child - 1) / 2
-        guard less(heap[parent], heap[child]) else { break }
-        heap.swapAt(parent, child)
-        child = parent
-      }
-    } else if less(entry, heap[0]) {
-      heap[0] = entry
-      siftDown(0)
-    }
-  }
-  heap.sort(by: less)
-  return heap
 }

@@ -27,6 +27,31 @@ public enum KVCommand: Sendable, Hashable {
   /// Raises the cluster version (never lowers it). The leader proposes it once every member runs a
   /// build that supports `version`; clients cannot. Cluster version 2.
   case setClusterVersion(UInt32)
+  /// etcd's Txn, and its Put and DeleteRange with their options (as one-operation transactions):
+  /// the multi-version store's writes. Keys are bytes. Cluster version 3.
+  case txn(TxnRequest)
+  /// Drops the history below `revision` (etcd's Compact). Cluster version 3.
+  case compact(revision: Int64)
+  /// Creates a lease with `ttl` seconds; the proposer chose the id and raised the TTL to the
+  /// minimum. Cluster version 3.
+  case grantLease(id: Int64, ttl: Int64)
+  /// Deletes a lease and its keys: a client's revoke, or the leader's verdict that it expired.
+  /// Cluster version 3.
+  case revokeLease(id: Int64)
+  /// Records the remaining TTLs the leader computed, so that a new leader neither restarts nor
+  /// cuts short a lease (etcd's lease checkpoints). Cluster version 3.
+  case checkpointLeases([LeaseCheckpoint])
+}
+
+/// A lease's remaining time to live as the leader saw it.
+public struct LeaseCheckpoint: Sendable, Hashable {
+  public var id: Int64
+  public var remainingTTL: Int64
+
+  public init(id: Int64, remainingTTL: Int64) {
+    self.id = id
+    self.remainingTTL = remainingTTL
+  }
 }
 
 /// Versions of the replicated command set, agreed by the cluster through its log (as etcd agrees
@@ -36,8 +61,11 @@ public enum ClusterVersion {
   /// What a cluster runs until its leader has seen every member support more.
   public static let initial: UInt32 = 1
   /// The newest version this build supports: 2 added compare-and-delete and the cluster version
-  /// itself.
-  public static let latest: UInt32 = 2
+  /// itself; 3 the multi-version commands (transactions, compaction, leases) and the snapshot
+  /// format that carries history.
+  public static let latest: UInt32 = 3
+  /// The version that brought the multi-version commands.
+  public static let multiVersion: UInt32 = 3
 }
 
 /// What a client proposes; `encoded()` is what goes into the Raft log entry.
@@ -68,6 +96,18 @@ public enum KVResult: Sendable, Hashable {
   case compareAndSet(succeeded: Bool, current: String?, revision: UInt64)
   /// The cluster version after a `setClusterVersion`.
   case clusterVersion(UInt32)
+  /// A transaction's outcome and the store revision after it.
+  case txn(TxnResponse, revision: UInt64)
+  /// The store revision once history below the requested one was dropped.
+  case compact(revision: UInt64)
+  case leaseGranted(id: Int64, ttl: Int64, revision: UInt64)
+  /// How many keys the revoke deleted, and the store revision after it.
+  case leaseRevoked(deleted: Int64, revision: UInt64)
+  case leasesCheckpointed(revision: UInt64)
+  /// A request the store refused with one of etcd's errors (compacted, lease not found, duplicate
+  /// key, ...): applied in the sense that every replica reached the same verdict, and it changed
+  /// nothing.
+  case failed(MVCCError, revision: UInt64)
   /// An undecodable or over-limit command; it changed nothing and is not remembered for retries.
   case rejected(reason: String)
 }
@@ -112,6 +152,12 @@ public struct KVLimits: Sendable, Hashable {
   public var idempotencyRecordsMax = 100_000
   public var idempotencyTTLMillis: UInt64 = 600_000
   public var maxIdempotencyKeyBytes = 256
+  /// etcd's `--max-txn-ops`: compares, and operations of each branch, per transaction level.
+  public var maxTxnOps = 128
+  /// etcd's MaxLeaseTTL: 9,000,000,000 seconds.
+  public var maxLeaseTTL: Int64 = 9_000_000_000
+  /// Leases one checkpoint command may carry (etcd's maxLeaseCheckpointBatchSize).
+  public var maxLeaseCheckpoints = 1000
 
   public init() {}
 }
@@ -128,6 +174,8 @@ public enum KVDecodingError: Error, Sendable, Hashable, CustomStringConvertible 
   /// A structurally valid snapshot whose content is inconsistent (duplicate keys, frames out of
   /// order, counts that do not add up, ...).
   case invalidSnapshot(String)
+  /// Transactions nested deeper than the format allows.
+  case nestedTooDeep
 
   public var description: String {
     switch self {
@@ -139,6 +187,7 @@ public enum KVDecodingError: Error, Sendable, Hashable, CustomStringConvertible 
     case .trailingBytes(let count): "\(count) trailing bytes"
     case .checksumMismatch: "checksum mismatch"
     case .invalidSnapshot(let reason): "invalid snapshot: \(reason)"
+    case .nestedTooDeep: "transactions nested more than \(MVCCCommandFormat.maxTxnDepth) deep"
     }
   }
 }

@@ -10,6 +10,8 @@
 //   cas:    has-expected u8 (0/1), [expected length, expected], key length, key, value length, value
 //   cad:    expected length, expected, key length, key            (cluster version 2)
 //   set cluster version: version                                 (cluster version 2)
+//   6 txn, 7 compact, 8 grant lease, 9 revoke lease, 10 checkpoint leases: see
+//   MVCCCommandCodec.swift                                       (cluster version 3)
 //
 // A build that predates a tag rejects it as unknown; `KVCommand.requiredClusterVersion` keeps such
 // commands out of the log until every member knows them.
@@ -24,10 +26,19 @@ enum RequestFormat {
   static let tagCompareAndSet: UInt8 = 3
   static let tagCompareAndDelete: UInt8 = 4
   static let tagSetClusterVersion: UInt8 = 5
+  static let tagTxn: UInt8 = 6
+  static let tagCompact: UInt8 = 7
+  static let tagGrantLease: UInt8 = 8
+  static let tagRevokeLease: UInt8 = 9
+  static let tagCheckpointLeases: UInt8 = 10
 
   /// The cluster version that introduced each command tag: the one table of them.
   static func requiredClusterVersion(ofTag tag: UInt8) -> UInt32 {
-    tag >= tagCompareAndDelete ? 2 : ClusterVersion.initial
+    switch tag {
+    case tagTxn...: ClusterVersion.multiVersion
+    case tagCompareAndDelete...: 2
+    default: ClusterVersion.initial
+    }
   }
 }
 
@@ -39,6 +50,11 @@ extension KVCommand {
     case .compareAndSet: RequestFormat.tagCompareAndSet
     case .compareAndDelete: RequestFormat.tagCompareAndDelete
     case .setClusterVersion: RequestFormat.tagSetClusterVersion
+    case .txn: RequestFormat.tagTxn
+    case .compact: RequestFormat.tagCompact
+    case .grantLease: RequestFormat.tagGrantLease
+    case .revokeLease: RequestFormat.tagRevokeLease
+    case .checkpointLeases: RequestFormat.tagCheckpointLeases
     }
   }
 
@@ -84,6 +100,26 @@ extension KVRequest {
     case .setClusterVersion(let version):
       bytes.append(RequestFormat.tagSetClusterVersion)
       bytes.appendVarint(UInt64(version))
+    case .txn(let txn):
+      bytes.append(RequestFormat.tagTxn)
+      bytes.append(txn)
+    case .compact(let revision):
+      bytes.append(RequestFormat.tagCompact)
+      bytes.appendSigned(revision)
+    case .grantLease(let id, let ttl):
+      bytes.append(RequestFormat.tagGrantLease)
+      bytes.appendSigned(id)
+      bytes.appendSigned(ttl)
+    case .revokeLease(let id):
+      bytes.append(RequestFormat.tagRevokeLease)
+      bytes.appendSigned(id)
+    case .checkpointLeases(let checkpoints):
+      bytes.append(RequestFormat.tagCheckpointLeases)
+      bytes.appendVarint(UInt64(checkpoints.count))
+      for checkpoint in checkpoints {
+        bytes.appendSigned(checkpoint.id)
+        bytes.appendSigned(checkpoint.remainingTTL)
+      }
     }
     return bytes
   }
@@ -113,6 +149,8 @@ extension KVRequest {
           command = .compareAndDelete(key: string(key), expected: string(expected))
         case .setClusterVersion(let version):
           command = .setClusterVersion(version)
+        case .multiVersion(let multiVersion):
+          command = multiVersion
         }
         return KVRequest(
           command: command, idempotencyKey: parsed.idempotencyKey.map(string),
@@ -133,8 +171,12 @@ extension KVRequest {
       total += key.utf8.count + (expected?.utf8.count ?? 0) + value.utf8.count + 16
     case .compareAndDelete(let key, let expected):
       total += key.utf8.count + expected.utf8.count + 10
-    case .setClusterVersion:
-      total += 5
+    case .setClusterVersion, .compact, .grantLease, .revokeLease:
+      total += 20
+    case .checkpointLeases(let checkpoints):
+      total += 10 + checkpoints.count * 12
+    case .txn:
+      total += 256
     }
     return total
   }
@@ -150,6 +192,8 @@ struct ParsedRequest {
     case compareAndSet(key: Range<Int>, expected: Range<Int>?, value: Range<Int>)
     case compareAndDelete(key: Range<Int>, expected: Range<Int>)
     case setClusterVersion(UInt32)
+    /// A command of the multi-version store, decoded whole (these are not on the plain-put path).
+    case multiVersion(KVCommand)
   }
 
   var proposedAtMillis: UInt64
@@ -196,6 +240,24 @@ struct ParsedRequest {
       let version = try cursor.readVarint()
       guard let version = UInt32(exactly: version) else { throw .malformedVarint }
       command = .setClusterVersion(version)
+    case RequestFormat.tagTxn:
+      command = .multiVersion(.txn(try cursor.readTxn()))
+    case RequestFormat.tagCompact:
+      command = .multiVersion(.compact(revision: try cursor.readSigned()))
+    case RequestFormat.tagGrantLease:
+      let id = try cursor.readSigned()
+      command = .multiVersion(.grantLease(id: id, ttl: try cursor.readSigned()))
+    case RequestFormat.tagRevokeLease:
+      command = .multiVersion(.revokeLease(id: try cursor.readSigned()))
+    case RequestFormat.tagCheckpointLeases:
+      let count = try cursor.readCount(minimumBytes: 2)
+      var checkpoints: [LeaseCheckpoint] = []
+      checkpoints.reserveCapacity(count)
+      for _ in 0..<count {
+        let id = try cursor.readSigned()
+        checkpoints.append(LeaseCheckpoint(id: id, remainingTTL: try cursor.readSigned()))
+      }
+      command = .multiVersion(.checkpointLeases(checkpoints))
     default:
       throw .unknownTag(tag)
     }

@@ -197,6 +197,11 @@ extension KVCommand {
     case .compareAndSet: "compare-and-set"
     case .compareAndDelete: "compare-and-delete"
     case .setClusterVersion: "set cluster version"
+    case .txn: "txn"
+    case .compact: "compact"
+    case .grantLease: "lease grant"
+    case .revokeLease: "lease revoke"
+    case .checkpointLeases: "lease checkpoint"
     }
   }
 }

@@ -65,6 +65,10 @@ struct RequestValidation: Sendable {
       try validate(value: expected, of: key)
     case .setClusterVersion:
       throw .invalidArgument("the cluster version is raised by the leader, not by clients")
+    case .checkpointLeases:
+      throw .invalidArgument("lease checkpoints are proposed by the leader, not by clients")
+    case .txn, .compact, .grantLease, .revokeLease:
+      if let reason = limits.violation(ofMultiVersion: command) { throw .invalidArgument(reason) }
     }
   }
 }

@@ -50,16 +50,25 @@ import Testing
     #expect(older.machine.clusterVersion == 1)
   }
 
-  /// A build that knows cluster versions, handed a version above its own (here a version 2 build
-  /// and a version 3 the log agreed), notes it so that its node stops instead of diverging.
-  @Test func aBuildThatKnowsClusterVersionsNotesOneItCannotFollow() {
-    let driver = Driver()
-    guard case .rejected = driver.apply(.setClusterVersion(3)).result else {
-      Issue.record("a version 2 build applied cluster version 3")
+  /// A build that knows cluster versions, handed a version above its own (a version 2 build and
+  /// a version 3 the log agreed; this build and a version above its own), notes it so that its
+  /// node stops instead of diverging.
+  @Test(arguments: [(2, 3), (ClusterVersion.latest, ClusterVersion.latest + 1)] as [(UInt32, UInt32)])
+  func aBuildThatKnowsClusterVersionsNotesOneItCannotFollow(supported: UInt32, agreed: UInt32) {
+    let driver = Driver(supportedClusterVersion: supported)
+    guard case .rejected = driver.apply(.setClusterVersion(agreed)).result else {
+      Issue.record("a version \(supported) build applied cluster version \(agreed)")
       return
     }
-    #expect(driver.machine.unsupportedClusterVersion == 3)
+    #expect(driver.machine.unsupportedClusterVersion == agreed)
     #expect(driver.machine.clusterVersion == 1)
+  }
+
+  /// A version 2 build rejects the multi-version commands as unknown, as the build before them does.
+  @Test func aVersion2ReplicaRejectsMultiVersionCommands() {
+    let older = Driver(supportedClusterVersion: 2)
+    #expect(
+      older.apply(.compact(revision: 1)).result == .rejected(reason: "undecodable command: unknown tag 7"))
   }
 
   /// The replicated gate: until the log has agreed version 2, every replica of this build rejects

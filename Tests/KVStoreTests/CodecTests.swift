@@ -63,7 +63,7 @@ import Testing
     GarbageCase(name: "empty", bytes: [], error: .truncated),
     GarbageCase(name: "unknown version", bytes: [2, 0, 0, 2, 1, 0x61], error: .unsupportedVersion(2)),
     GarbageCase(name: "unknown flag", bytes: [1, 2, 0, 2, 1, 0x61], error: .unknownTag(2)),
-    GarbageCase(name: "unknown command", bytes: [1, 0, 0, 9], error: .unknownTag(9)),
+    GarbageCase(name: "unknown command", bytes: [1, 0, 0, 99], error: .unknownTag(99)),
     GarbageCase(name: "trailing byte", bytes: [1, 0, 0, 2, 1, 0x61, 0], error: .trailingBytes(1)),
     GarbageCase(name: "invalid UTF-8 key", bytes: [1, 0, 0, 2, 1, 0xFF], error: .invalidUTF8),
     GarbageCase(

@@ -68,13 +68,8 @@ struct MeasurementTests {
     #expect(machine.count == count)
     #expect(machine.dataBytes == rawBytes)
 
-    let statistics = machine.snapshot().entries._statistics
-    // Each entry is one malloc of 48 bytes of headers plus key and value; glibc adds 8 and rounds to 16.
-    let entryBytes = count * ((48 + 16 + 256 + 8 + 15) / 16 * 16)
-    let estimate = statistics.grossBytes + entryBytes
     print(
       "[kv-measure] \(count) keys (16 B key, 256 B value, raw \(rawBytes / count) B/key):",
-      "estimated heap \(estimate / count) B/key (trie \(statistics.grossBytes / count) B/key + entry \(entryBytes / count) B/key);",
       before.flatMap { before in
         after.map {
           "RSS growth \(($0 - before) / count) B/key, ratio to raw \(Double($0 - before) / Double(rawBytes))"

@@ -44,7 +44,7 @@ import Testing
     // Several monitor rounds (every 2 s) later the cluster still runs version 1.
     try await Task.sleep(for: .seconds(5))
     for name in names {
-      let expected = name == "node01" ? 1 : 2
+      let expected = name == "node01" ? 1 : 3
       let seen = await versions(harness, name)
       #expect(seen?.server == expected && seen?.cluster == 1, "\(name): \(String(describing: seen))")
     }
@@ -66,7 +66,7 @@ import Testing
     harness.kill("node01")
     try harness.start("node01")
     let raised = await harness.eventually(timeout: .seconds(30)) {
-      for name in names where await versions(harness, name)?.cluster != 2 { return false }
+      for name in names where await versions(harness, name)?.cluster != 3 { return false }
       return true
     }
     try #require(raised, "the cluster version did not rise:\n\(harness.log("node02"))")

@@ -48,8 +48,8 @@ import Testing
           _ = try await service.compareAndDelete(
             key, expected: expected, idempotencyKey: idempotencyKey, on: loops.next()
           ).get()
-        case .setClusterVersion:
-          preconditionFailure("not generated: clients cannot propose it")
+        case .setClusterVersion, .txn, .compact, .grantLease, .revokeLease, .checkpointLeases:
+          preconditionFailure("not generated here")
         }
         answer = nil
       } catch let error as ServiceError {

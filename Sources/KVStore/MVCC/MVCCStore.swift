@@ -11,8 +11,9 @@
 /// value's bytes); the index holds one node per key that has a change since then, tombstones
 /// included. Compaction is what bounds it.
 ///
-/// Not yet wired into the replicated state machine (issue 14 builds on it: leases, watch, the log
-/// commands and the snapshot format come next).
+/// Writes mutate the persistent indexes in place where no frozen copy shares a node, so every
+/// error a transaction can meet is found before its first write (`plan`), and a failed request
+/// changes nothing. The state machine (`KVStateMachine`) applies the log's commands to it.
 public struct MVCCStore: Sendable {
   /// One change of a key, newest first: a persistent list, so that a put prepends in O(1) and a
   /// frozen copy of the store keeps the history it saw.
@@ -45,18 +46,23 @@ public struct MVCCStore: Sendable {
   }
 
   /// The store revision: the main revision of the newest change (0 before the first).
-  public private(set) var revision: Int64 = 0
+  public internal(set) var revision: Int64 = 0
   /// History below this revision is gone; reading it is `compacted`.
-  public private(set) var compactRevision: Int64 = 0
+  public internal(set) var compactRevision: Int64 = 0
   /// Keys that exist at the current revision.
-  public private(set) var liveKeyCount = 0
-  private var index = SortedMap<Change>()
+  public internal(set) var liveKeyCount = 0
+  /// Bytes of keys and values held: each indexed key once, and the value of every change kept
+  /// (history included). What compaction frees; recomputed exactly when it runs.
+  public internal(set) var heldBytes = 0
+  /// Bytes of the keys and values that exist at the current revision.
+  public internal(set) var liveBytes = 0
+  var index = SortedMap<Change>()
   /// Every change since the compacted revision, by revision (`Revision.indexKey`), naming its key:
   /// watchers replay history from here in revision order. The change itself is found in the key's
   /// history, so that this index holds no reference into histories that compaction rebuilds.
-  private var changesByRevision = SortedMap<[UInt8]>()
+  var changesByRevision = SortedMap<[UInt8]>()
   /// Leases by id (8 big-endian bytes), each with the set of keys attached to it.
-  private var leases = SortedMap<LeaseRecord>()
+  var leases = SortedMap<LeaseRecord>()
 
   struct LeaseRecord: Sendable {
     var grantedTTL: Int64
@@ -67,6 +73,12 @@ public struct MVCCStore: Sendable {
   public init() {}
 
   // MARK: - Reads
+
+  /// The key's current state, or nil if it does not exist: the hot path of a plain get.
+  public func get(_ key: [UInt8]) -> MVCCKeyValue? {
+    guard let newest = index[key], newest.value != nil else { return nil }
+    return Self.keyValue(key, newest)
+  }
 
   public func range(_ request: RangeRequest) throws(MVCCError) -> RangeResponse {
     let readRevision = request.revision > 0 ? request.revision : revision
@@ -181,312 +193,6 @@ public struct MVCCStore: Sendable {
       return true
     }
     return events
-  }
-
-  // MARK: - Leases
-
-  /// Creates lease `id` with `ttl` seconds. The proposer chooses the id (etcd's leader picks one
-  /// when the client leaves it 0) so that every replica applies the same one.
-  public mutating func grant(lease id: Int64, ttl: Int64) throws(MVCCError) {
-    guard id > 0 else { throw .invalidLeaseID }
-    guard leases[Self.leaseKey(id)] == nil else { throw .leaseExists }
-    leases.insert(LeaseRecord(grantedTTL: ttl), forKey: Self.leaseKey(id))
-  }
-
-  /// Deletes lease `id` and, at one new revision (if it has any), every key attached to it, in key
-  /// order. This is how a lease expires too: the leader proposes the revoke, so every replica
-  /// deletes the same keys at the same revision. Returns how many keys were deleted.
-  @discardableResult
-  public mutating func revoke(lease id: Int64) throws(MVCCError) -> Int64 {
-    guard let lease = leases[Self.leaseKey(id)] else { throw .leaseNotFound }
-    var keys: [[UInt8]] = []
-    lease.keys.forEach(from: [], below: nil) { key, _ in
-      keys.append(key)
-      return true
-    }
-    var writer = Writer(store: self, base: self, main: revision + 1)
-    var deleted: Int64 = 0
-    for key in keys {
-      deleted += try writer.deleteRange(DeleteRangeRequest(range: KeyRange(key: key))).deleted
-    }
-    writer.store.leases.remove(Self.leaseKey(id))
-    let changed = writer.sub > 0
-    self = writer.store
-    if changed { revision += 1 }
-    return deleted
-  }
-
-  /// Records the remaining TTL the leader computed for lease `id`.
-  public mutating func checkpoint(lease id: Int64, remainingTTL: Int64) throws(MVCCError) {
-    guard var lease = leases[Self.leaseKey(id)] else { throw .leaseNotFound }
-    lease.checkpointedTTL = remainingTTL
-    leases.insert(lease, forKey: Self.leaseKey(id))
-  }
-
-  /// Lease `id` with its keys, or nil.
-  public func lease(_ id: Int64) -> Lease? {
-    guard let record = leases[Self.leaseKey(id)] else { return nil }
-    var keys: [[UInt8]] = []
-    record.keys.forEach(from: [], below: nil) { key, _ in
-      keys.append(key)
-      return true
-    }
-    return Lease(id: id, grantedTTL: record.grantedTTL, checkpointedTTL: record.checkpointedTTL, keys: keys)
-  }
-
-  /// Every lease id, ascending.
-  public var leaseIDs: [Int64] {
-    var ids: [Int64] = []
-    leases.forEach(from: [], below: nil) { key, _ in
-      ids.append(key.reduce(0) { $0 << 8 | Int64($1) })
-      return true
-    }
-    return ids
-  }
-
-  static func leaseKey(_ id: Int64) -> [UInt8] {
-    stride(from: 56, through: 0, by: -8).map { UInt8(truncatingIfNeeded: id >> $0) }
-  }
-
-  // MARK: - Writes
-
-  /// Applies a transaction: its compares decide the branch, whose operations apply in order at
-  /// one new revision (none if the branch changes nothing), and later operations read what earlier
-  /// ones wrote. Throws, changing nothing, on a duplicate key, an empty key, or an `ignoreValue` or
-  /// `ignoreLease` on a missing key.
-  public mutating func txn(_ request: TxnRequest) throws(MVCCError) -> TxnResponse {
-    try Self.checkIntervals(request.success)
-    try Self.checkIntervals(request.failure)
-    var writer = Writer(store: self, base: self, main: revision + 1)
-    let response = try writer.txn(request)
-    if writer.sub > 0 {
-      self = writer.store
-      revision += 1
-    }
-    return response
-  }
-
-  public mutating func put(_ request: PutRequest) throws(MVCCError) -> PutResponse {
-    guard case .put(let response) = try txn(TxnRequest(success: [.put(request)])).responses[0] else {
-      preconditionFailure("a put answers with a put")
-    }
-    return response
-  }
-
-  public mutating func deleteRange(_ request: DeleteRangeRequest) throws(MVCCError) -> DeleteRangeResponse {
-    guard case .deleteRange(let response) = try txn(TxnRequest(success: [.deleteRange(request)])).responses[0]
-    else { preconditionFailure("a delete answers with a delete") }
-    return response
-  }
-
-  /// Drops the history below `revision`: afterwards a key keeps only its changes after `revision`
-  /// and, if it existed at `revision`, the change that it had then; a key deleted at or before
-  /// `revision` is gone. O(keys with history).
-  public mutating func compact(_ revision: Int64) throws(MVCCError) {
-    guard revision > compactRevision else { throw .compacted(compactRevision: compactRevision) }
-    guard revision <= self.revision else { throw .futureRevision }
-    var compacted = SortedMap<Change>()
-    index.forEach(from: [], below: nil) { key, newest in
-      if let kept = Self.compact(newest, at: revision) { compacted.insert(kept, forKey: key) }
-      return true
-    }
-    index = compacted
-    var remaining = SortedMap<[UInt8]>()
-    changesByRevision.forEach(from: Revision(main: revision + 1).indexKey, below: nil) { at, key in
-      remaining.insert(key, forKey: at)
-      return true
-    }
-    changesByRevision = remaining
-    compactRevision = revision
-  }
-
-  /// The changes of one key that survive a compaction at `revision`, or nil if none do.
-  private static func compact(_ newest: Change, at revision: Int64) -> Change? {
-    var newer: [Change] = []
-    var change: Change? = newest
-    while let current = change, current.revision.main > revision {
-      newer.append(current)
-      change = current.older
-    }
-    // `change` is now the key's state at `revision`: kept only if it is a value.
-    var kept: Change? = nil
-    if let atRevision = change, atRevision.value != nil {
-      kept =
-        atRevision.older == nil
-        ? atRevision
-        : Change(
-          revision: atRevision.revision, value: atRevision.value, createRevision: atRevision.createRevision,
-          version: atRevision.version, lease: atRevision.lease, older: nil)
-    }
-    if newer.isEmpty { return kept }
-    if newer.last!.older === kept { return newest }  // Nothing below was dropped.
-    for current in newer.reversed() {
-      kept = Change(
-        revision: current.revision, value: current.value, createRevision: current.createRevision,
-        version: current.version, lease: current.lease, older: kept)
-    }
-    return kept
-  }
-
-  /// etcd's checkIntervals: within one branch no key is put twice, and no put falls in a range the
-  /// branch deletes; a nested transaction's then and else branches may put the same key (only one
-  /// of them runs).
-  @discardableResult
-  static func checkIntervals(_ operations: [RequestOp]) throws(MVCCError) -> (
-    puts: Set<[UInt8]>, deletes: [KeyRange]
-  ) {
-    var deletes: [KeyRange] = []
-    for case .deleteRange(let delete) in operations { deletes.append(delete.range) }
-    func deleted(_ key: [UInt8]) -> Bool { deletes.contains { $0.contains(key) } }
-    var puts = Set<[UInt8]>()
-    for case .txn(let nested) in operations {
-      let then = try checkIntervals(nested.success)
-      let otherwise = try checkIntervals(nested.failure)
-      for key in then.puts {
-        guard !puts.contains(key), !deleted(key) else { throw .duplicateKey }
-        puts.insert(key)
-      }
-      for key in otherwise.puts {
-        guard !puts.contains(key) || then.puts.contains(key), !deleted(key) else { throw .duplicateKey }
-        puts.insert(key)
-      }
-      deletes += then.deletes + otherwise.deletes
-    }
-    for case .put(let put) in operations {
-      guard !puts.contains(put.key), !deleted(put.key) else { throw .duplicateKey }
-      puts.insert(put.key)
-    }
-    return (puts, deletes)
-  }
-
-  /// Applies one transaction's operations to a working copy of the store.
-  private struct Writer {
-    var store: MVCCStore
-    /// The store before the transaction: every compare, nested ones included, reads it (etcd's
-    /// `compareToPath` evaluates the whole path before anything is written), and a range's
-    /// explicit revision may not be above it.
-    let base: MVCCStore
-    let main: Int64
-    /// Changes made so far at `main`.
-    var sub: Int64 = 0
-
-    /// What operations read: the revision being made once it has a change.
-    var readRevision: Int64 { sub > 0 ? main : main - 1 }
-
-    mutating func txn(_ request: TxnRequest) throws(MVCCError) -> TxnResponse {
-      let succeeded = request.compare.allSatisfy(evaluate)
-      var responses: [ResponseOp] = []
-      for operation in succeeded ? request.success : request.failure {
-        responses.append(try apply(operation))
-      }
-      return TxnResponse(succeeded: succeeded, responses: responses)
-    }
-
-    func evaluate(_ compare: Compare) -> Bool {
-      let kvs = base.rangeUnchecked(RangeRequest(range: compare.range), at: base.revision).kvs
-      guard !kvs.isEmpty else {
-        if case .value = compare.target { return false }
-        return Self.holds(
-          compare,
-          for: MVCCKeyValue(
-            key: compare.range.key, createRevision: 0, modRevision: 0, version: 0, value: [], lease: 0))
-      }
-      return kvs.allSatisfy { Self.holds(compare, for: $0) }
-    }
-
-    static func holds(_ compare: Compare, for kv: MVCCKeyValue) -> Bool {
-      let order: Int =
-        switch compare.target {
-        case .value(let value): compareKeys(kv.value, value)
-        case .version(let version): kv.version < version ? -1 : (kv.version > version ? 1 : 0)
-        case .create(let create): kv.createRevision < create ? -1 : (kv.createRevision > create ? 1 : 0)
-        case .mod(let mod): kv.modRevision < mod ? -1 : (kv.modRevision > mod ? 1 : 0)
-        case .lease(let lease): kv.lease < lease ? -1 : (kv.lease > lease ? 1 : 0)
-        }
-      switch compare.result {
-      case .equal: return order == 0
-      case .notEqual: return order != 0
-      case .less: return order < 0
-      case .greater: return order > 0
-      }
-    }
-
-    mutating func apply(_ operation: RequestOp) throws(MVCCError) -> ResponseOp {
-      switch operation {
-      case .range(let request):
-        // No revision: what the transaction has written so far is read too (etcd's
-        // storeTxnWrite.Range). A revision is checked against the store before the transaction.
-        guard request.revision > 0 else { return .range(store.rangeUnchecked(request, at: readRevision)) }
-        return .range(try base.range(request))
-      case .put(let request):
-        return .put(try put(request))
-      case .deleteRange(let request):
-        return .deleteRange(try deleteRange(request))
-      case .txn(let nested):
-        return .txn(try txn(nested))
-      }
-    }
-
-    mutating func put(_ request: PutRequest) throws(MVCCError) -> PutResponse {
-      guard !request.key.isEmpty else { throw .emptyKey }
-      let newest = store.index[request.key]
-      let current = newest.flatMap { $0.value == nil ? nil : $0 }
-      if (request.ignoreValue || request.ignoreLease) && current == nil { throw .keyNotFound }
-      let previous = current.map { MVCCStore.keyValue(request.key, $0) }
-      let lease = request.ignoreLease ? current!.lease : request.lease
-      if lease != 0 && store.leases[MVCCStore.leaseKey(lease)] == nil { throw .leaseNotFound }
-      if let old = current?.lease, old != lease { store.detach(request.key, from: old) }
-      if lease != 0 { store.attach(request.key, to: lease) }
-      let revision = Revision(main: main, sub: sub)
-      sub += 1
-      let change = Change(
-        revision: revision, value: request.ignoreValue ? current!.value : request.value,
-        createRevision: current?.createRevision ?? main, version: (current?.version ?? 0) + 1,
-        lease: lease, older: newest)
-      store.index.insert(change, forKey: request.key)
-      store.changesByRevision.insert(request.key, forKey: revision.indexKey)
-      if current == nil { store.liveKeyCount += 1 }
-      return PutResponse(prevKV: request.prevKV ? previous : nil)
-    }
-
-    mutating func deleteRange(_ request: DeleteRangeRequest) throws(MVCCError) -> DeleteRangeResponse {
-      guard !request.range.key.isEmpty else { throw .emptyKey }
-      var doomed: [([UInt8], Change)] = []
-      if request.range.isSingleKey {
-        if let newest = store.index[request.range.key], newest.value != nil {
-          doomed.append((request.range.key, newest))
-        }
-      } else {
-        store.index.forEach(from: request.range.lowerBound, below: request.range.upperBound) { key, newest in
-          if newest.value != nil { doomed.append((key, newest)) }
-          return true
-        }
-      }
-      var previous: [MVCCKeyValue] = []
-      for (key, newest) in doomed {
-        if request.prevKV { previous.append(MVCCStore.keyValue(key, newest)) }
-        let tombstone = Change(
-          revision: Revision(main: main, sub: sub), value: nil, createRevision: 0, version: 0, lease: 0,
-          older: newest)
-        sub += 1
-        store.index.insert(tombstone, forKey: key)
-        store.changesByRevision.insert(key, forKey: tombstone.revision.indexKey)
-        store.liveKeyCount -= 1
-        store.detach(key, from: newest.lease)
-      }
-      return DeleteRangeResponse(deleted: Int64(doomed.count), prevKVs: previous)
-    }
-  }
-
-  private mutating func attach(_ key: [UInt8], to lease: Int64) {
-    guard var record = leases[Self.leaseKey(lease)] else { return }
-    record.keys.insert(true, forKey: key)
-    leases.insert(record, forKey: Self.leaseKey(lease))
-  }
-
-  private mutating func detach(_ key: [UInt8], from lease: Int64) {
-    guard lease != 0, var record = leases[Self.leaseKey(lease)], record.keys.remove(key) else { return }
-    leases.insert(record, forKey: Self.leaseKey(lease))
   }
 
   static func keyValue(_ key: [UInt8], _ change: Change) -> MVCCKeyValue {
