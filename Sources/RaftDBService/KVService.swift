@@ -13,8 +13,8 @@ import RaftDBAPI
 /// Validation failures come back as failed futures too, so that an adapter has one error path.
 public struct KVService: Sendable {
   public let limits: KVLimits
-  private let backend: any ServiceBackend
-  private let validation: RequestValidation
+  let backend: any ServiceBackend
+  let validation: RequestValidation
 
   public init(backend: any ServiceBackend, limits: KVLimits) {
     self.backend = backend
@@ -72,7 +72,7 @@ public struct KVService: Sendable {
 
   /// Validates and proposes `command`, then turns the state machine's result into `T` with
   /// `extract`, which returns nil for a result of the wrong kind (a rejection, or a bug).
-  private func write<T: Sendable>(
+  func write<T: Sendable>(
     _ command: KVCommand, idempotencyKey: String?, on eventLoop: any EventLoop,
     _ extract: @escaping @Sendable (KVResult, _ replayed: Bool) -> T?
   ) -> EventLoopFuture<T> {
@@ -88,6 +88,7 @@ public struct KVService: Sendable {
     return backend.submitWrite(request).hop(to: eventLoop).flatMapThrowing { outcome in
       if let value = extract(outcome.result, outcome.replayed) { return value }
       if case .rejected(let reason) = outcome.result { throw ServiceError.invalidArgument(reason) }
+      if case .failed(let error, _) = outcome.result { throw ServiceError.store(error) }
       if outcome.replayed {
         throw ServiceError.invalidArgument(
           "this idempotency key was already used for a different request (\(outcome.result)); use a new key for each request"

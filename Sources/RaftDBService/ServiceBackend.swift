@@ -22,6 +22,19 @@ public protocol ServiceBackend: Sendable {
   /// A `default` (lease) or `consistent` (ReadIndex) read on the leader, once its state machine has
   /// applied through the read index. `level` is never `stale`.
   func submitRead(_ key: String, level: ReadLevel) -> EventLoopFuture<KVRecord?>
+  /// The multi-version store of the last published read view (a `stale` read of it).
+  func staleStore() -> MVCCStore
+  /// Runs `body` on the leader's store once it may be read at `level` (never `stale`), as
+  /// `submitRead` does for one key.
+  func submitStoreRead<T: Sendable>(
+    level: ReadLevel, _ body: @escaping @Sendable (MVCCStore) throws(ServiceError) -> T
+  ) -> EventLoopFuture<T>
+  /// Leases on the leader, whose clock decides when they expire (`LeaseClock` in the shell).
+  func leaseKeepAlive(_ id: Int64) -> EventLoopFuture<Int64>
+  func leaseTimeToLive(_ id: Int64) -> EventLoopFuture<LeaseStatus>
+  /// The shortest TTL a lease is granted: shorter requests are raised to it (etcd's minTTL, 1.5
+  /// election timeouts, so that a lease can outlive one election).
+  var minimumLeaseTTL: Int64 { get }
   func submitStatus() -> EventLoopFuture<MemberStatus>
   /// This member's build and the cluster version its state machine last published: answered on the
   /// caller's thread.
@@ -101,5 +114,21 @@ public struct MemberStatus: Sendable {
     self.keys = keys
     self.memberID = memberID
     self.clusterID = clusterID
+  }
+}
+
+/// A lease as its leader sees it: what the log granted, and what remains on the leader's clock.
+public struct LeaseStatus: Sendable, Equatable {
+  public var id: Int64
+  public var grantedTTL: Int64
+  /// Seconds until it expires; -1 once it has (its revoke is on its way).
+  public var remainingTTL: Int64
+  public var keys: [[UInt8]]
+
+  public init(id: Int64, grantedTTL: Int64, remainingTTL: Int64, keys: [[UInt8]]) {
+    self.id = id
+    self.grantedTTL = grantedTTL
+    self.remainingTTL = remainingTTL
+    self.keys = keys
   }
 }

@@ -1,3 +1,5 @@
+import KVStore
+
 /// Why raftdb could not serve a request, in terms of the operation and not of any protocol. Each
 /// adapter maps every case in one table (HTTP: `ServiceError+HTTP.swift`); a later gRPC adapter maps
 /// them to gRPC codes as etcd does.
@@ -24,6 +26,9 @@ public enum ServiceError: Error, Sendable, Equatable, CustomStringConvertible {
   case stopped(String)
   /// A result of the wrong kind came back: a bug, reported rather than hidden.
   case internalError(String)
+  /// One of etcd's errors from the multi-version store (compacted, future revision, lease not
+  /// found, duplicate key, ...), with etcd's message.
+  case store(MVCCError)
 
   public var description: String {
     switch self {
@@ -32,6 +37,7 @@ public enum ServiceError: Error, Sendable, Equatable, CustomStringConvertible {
       .conflict(let why), .failedPrecondition(let why), .notFound(let why), .stopped(let why),
       .internalError(let why):
       why
+    case .store(let error): error.description
     }
   }
 }

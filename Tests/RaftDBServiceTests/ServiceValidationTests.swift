@@ -203,6 +203,25 @@ final class MachineBackend: ServiceBackend {
     loop.makeFailedFuture(ServiceError.unavailable("not modelled"))
   }
 
+  func staleStore() -> MVCCStore { state.withLock { $0.machine.store } }
+
+  func submitStoreRead<T: Sendable>(
+    level: ReadLevel, _ body: @escaping @Sendable (MVCCStore) throws(ServiceError) -> T
+  ) -> EventLoopFuture<T> {
+    let store = staleStore()
+    return loop.makeCompletedFuture { () throws(ServiceError) in try body(store) }
+  }
+
+  func leaseKeepAlive(_ id: Int64) -> EventLoopFuture<Int64> {
+    loop.makeFailedFuture(ServiceError.unavailable("not modelled"))
+  }
+
+  func leaseTimeToLive(_ id: Int64) -> EventLoopFuture<LeaseStatus> {
+    loop.makeFailedFuture(ServiceError.unavailable("not modelled"))
+  }
+
+  var minimumLeaseTTL: Int64 { 2 }
+
   func addMember(_ info: MemberInfo, memberID: NodeID?, asVoter: Bool) async throws(ServiceError) -> String {
     throw .unavailable("not modelled")
   }

@@ -58,6 +58,26 @@ struct APIRequest: Sendable {
   }
 }
 
+extension APIRequest {
+  /// The names of every query parameter, in order.
+  var queryParameterNames: [Substring] {
+    let target = target
+    guard let mark = target.firstIndex(of: "?") else { return [] }
+    return target[target.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: true).map {
+      $0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]
+    }
+  }
+
+  /// Refuses a query parameter that is not in `allowed`: a misspelt option silently ignored would
+  /// answer a different question than the one asked.
+  func requireOnlyQueryParameters(_ allowed: Set<Substring>) throws(APIError) {
+    for name in queryParameterNames where !allowed.contains(name) {
+      throw APIError.badRequest(
+        "unknown query parameter \"\(name)\"; this route takes \(allowed.sorted().joined(separator: ", "))")
+    }
+  }
+}
+
 /// The routes as labelled in metrics (a fixed set, so that a client cannot grow the label space).
 enum APIRoute: String, Sendable, CaseIterable {
   case putKeys = "/key"
@@ -72,6 +92,10 @@ enum APIRoute: String, Sendable, CaseIterable {
   case readiness = "/readyz"
   case liveness = "/livez"
   case version = "/version"
+  case range = "/key/{prefix}?prefix=true"
+  case txn = "/txn"
+  case lease = "/lease"
+  case compact = "/compact"
   case other
 }
 

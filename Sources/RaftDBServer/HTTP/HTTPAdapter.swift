@@ -61,16 +61,27 @@ struct HTTPAdapter: HTTPResponding {
     if path.hasPrefix("/key/") {
       let rest = path.dropFirst(5)
       switch method {
+      case .GET where Self.wantsRange(request): return run(.range) { try range(rest, request, on: eventLoop) }
       case .GET: return run(.key) { try get(rest, request, on: eventLoop) }
+      case .PUT: return run(.key) { try putOne(rest, request, on: eventLoop) }
       case .DELETE: return run(.key) { try delete(rest, request, on: eventLoop) }
       case .POST where rest.hasSuffix("/cas"):
         return run(.compareAndSet) { try compareAndSet(rest.dropLast(4), request, on: eventLoop) }
       default:
         return rest.hasSuffix("/cas")
-          ? refuse(.compareAndSet, allowed: "POST") : refuse(.key, allowed: "GET, DELETE")
+          ? refuse(.compareAndSet, allowed: "POST") : refuse(.key, allowed: "GET, PUT, DELETE")
       }
     }
+    if path == "/lease" || path.hasPrefix("/lease/") {
+      return run(.lease) { try lease(path.dropFirst(path == "/lease" ? 6 : 7), request, on: eventLoop) }
+    }
     switch path {
+    case "/txn":
+      guard method == .POST else { return refuse(.txn, allowed: "POST") }
+      return run(.txn) { try txn(request, on: eventLoop) }
+    case "/compact":
+      guard method == .POST else { return refuse(.compact, allowed: "POST") }
+      return run(.compact) { try compact(request, on: eventLoop) }
     case "/join":
       guard method == .POST else { return refuse(.join, allowed: "POST") }
       return run(.join) { try join(request, on: eventLoop) }
@@ -129,6 +140,7 @@ struct HTTPAdapter: HTTPResponding {
       }
       pairs.append(KeyValue(key: key, value: text))
     }
+    if !request.queryParameterNames.isEmpty { return try putUnderLease(pairs, request, on: eventLoop) }
     return service.put(pairs, idempotencyKey: idempotencyKey(request), on: eventLoop).map { result in
       var writer = JSONWriter()
       writer.beginObject()
@@ -399,7 +411,7 @@ struct HTTPAdapter: HTTPResponding {
 
   // MARK: Helpers
 
-  private func readJSON(_ request: APIRequest) throws(APIError) -> JSONValue {
+  func readJSON(_ request: APIRequest) throws(APIError) -> JSONValue {
     guard let body = request.body, body.readableBytes > 0 else {
       throw APIError.badRequest("request body is empty; expected JSON")
     }
@@ -410,7 +422,7 @@ struct HTTPAdapter: HTTPResponding {
     }
   }
 
-  private func decodeKey(_ raw: Substring) throws(APIError) -> String {
+  func decodeKey(_ raw: Substring) throws(APIError) -> String {
     guard let key = String(raw).removingPercentEncoding else {
       throw APIError.badRequest("key is not valid percent-encoded UTF-8")
     }
@@ -418,7 +430,7 @@ struct HTTPAdapter: HTTPResponding {
   }
 
   /// The `Idempotency-Key` header (the service checks its form).
-  private func idempotencyKey(_ request: APIRequest) -> String? {
+  func idempotencyKey(_ request: APIRequest) -> String? {
     request.head.headers.first(name: "Idempotency-Key")
   }
 

@@ -1,4 +1,5 @@
 import JSON
+import KVStore
 import NIOHTTP1
 import RaftDBService
 
@@ -30,6 +31,25 @@ extension ServiceError {
     case .conflict(let why), .failedPrecondition(let why): return APIError.conflict(why).response
     case .notFound(let why): return APIError.notFound(why).response
     case .internalError(let why): return APIError.internalError(why).response
+    case .store(let error): return Self.response(to: error)
     }
+  }
+
+  /// etcd's store errors: a missing key or lease is a 404, a taken lease id a 409, the rest are
+  /// the request's fault (400). A compacted read names the compacted revision, so that a client
+  /// can start again after it.
+  private static func response(to error: MVCCError) -> APIResponse {
+    let status: HTTPResponseStatus =
+      switch error {
+      case .keyNotFound, .leaseNotFound: .notFound
+      case .leaseExists: .conflict
+      case .compacted, .futureRevision, .duplicateKey, .emptyKey, .invalidLeaseID: .badRequest
+      }
+    var writer = JSONWriter()
+    writer.beginObject()
+    writer.field("error", error.description)
+    if case .compacted(let revision) = error { writer.field("compact_revision", UInt64(revision)) }
+    writer.endObject()
+    return APIResponse.json(status, writer.bytes)
   }
 }

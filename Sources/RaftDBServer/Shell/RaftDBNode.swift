@@ -55,6 +55,8 @@ public final class RaftDBNode: @unchecked Sendable {
   let versionMonitor = NIOLockedValueBox<Task<Void, Never>?>(nil)
   /// The version a proposed `setClusterVersion` raises to, until it is applied or fails.
   var clusterVersionRaiseInFlight: UInt32?
+  /// The leader's lease clock (RaftDBNode+Leases.swift).
+  var leaseClock = LeaseClock()
   /// "Cluster version stays" lines, at most one per member per interval.
   var clusterVersionHeldLog = RateLimitedLog<String, (String, UInt32)>(interval: .seconds(60))
   var stopped: Bool { group.isStopped }
@@ -214,6 +216,7 @@ public final class RaftDBNode: @unchecked Sendable {
     ticker = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
       guard !self.stopped else { return }
       self.group.tick()
+      self.leaseClockTick()
       self.flushRefusalLogs()
       self.metrics.outboundPeers.record(Int64(self.transport.outboundPeerCount))
       self.metrics.droppedPeerMessages.record(Int64(self.transport.droppedMessages))

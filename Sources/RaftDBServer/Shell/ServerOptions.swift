@@ -19,6 +19,10 @@ public struct ServerOptions: Sendable {
   /// One tick of the Raft core; heartbeats go out every tick.
   public var heartbeatIntervalMillis = 100
   public var electionTimeoutMillis = 1000
+  /// How often the leader checkpoints the remaining TTL of every lease through the log, so that a
+  /// new leader neither restarts nor cuts short a lease (etcd's lease checkpoints; see
+  /// RaftDBNode+Leases.swift).
+  public var leaseCheckpointMillis = 5_000
   /// Take a snapshot after this many applied entries, or this many bytes of applied entries (the
   /// log between snapshots lives in memory, so a count alone would not bound it), and keep this many
   /// snapshot files.
