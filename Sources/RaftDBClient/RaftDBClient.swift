@@ -108,6 +108,78 @@ public actor RaftDBClient {
     )
   }
 
+  // MARK: Multi-version operations (docs/API.md)
+
+  /// `GET /key/{key}?...`: keys with their revisions, as the server's `{"kvs", "count", "more",
+  /// "revision"}`; nil when a single key (no `prefix`) is absent. `revision` 0 reads the present.
+  public func range(
+    _ key: String, prefix: Bool = false, limit: Int = 0, revision: Int = 0, keysOnly: Bool = false,
+    countOnly: Bool = false, level: ReadLevel = .default
+  ) async throws -> JSONValue? {
+    var query = ["level=\(level.rawValue)", prefix ? "prefix=true" : "meta=true"]
+    if limit > 0 { query.append("limit=\(limit)") }
+    if revision > 0 { query.append("revision=\(revision)") }
+    if keysOnly { query.append("keys_only=true") }
+    if countOnly { query.append("count_only=true") }
+    do {
+      return try await call(.GET, "/key/\(escape(key))?\(query.joined(separator: "&"))")
+    } catch RaftDBClientError.server(404, _) where !prefix && !countOnly {
+      return nil
+    }
+  }
+
+  /// Sets every pair under lease `lease` in one revision (`POST /key?lease=ID`); returns the revision.
+  @discardableResult
+  public func put(_ pairs: [String: String], lease: Int) async throws -> UInt64 {
+    let body = JSONValue.object(
+      pairs.sorted { $0.key < $1.key }.map { (key: $0.key, value: .string($0.value)) })
+    let response = try await call(.POST, "/key?lease=\(lease)", json: body)
+    return response["revision"]?.uint64Value ?? 0
+  }
+
+  /// `POST /txn` with `transaction` (`{"compare", "success", "failure"}`); the server's
+  /// `{"revision", "succeeded", "responses"}`.
+  public func txn(_ transaction: JSONValue) async throws -> JSONValue {
+    try await call(.POST, "/txn", json: transaction)
+  }
+
+  /// Grants a lease of `ttl` seconds (`id` 0: the leader chooses); the server's `{"id", "ttl",
+  /// "revision"}`.
+  public func grantLease(ttl: Int, id: Int = 0) async throws -> JSONValue {
+    var members: [(key: String, value: JSONValue)] = [("ttl", JSONValue(ttl))]
+    if id != 0 { members.append(("id", JSONValue(id))) }
+    return try await call(.POST, "/lease", json: .object(members))
+  }
+
+  /// Renews lease `id` once; the server's `{"id", "ttl"}` (a 404 once it has expired).
+  public func keepAliveLease(_ id: Int) async throws -> JSONValue {
+    try await call(.POST, "/lease/\(id)/keepalive")
+  }
+
+  /// Lease `id`'s `{"id", "granted_ttl", "ttl", "keys"}`, or nil when it does not exist (expired or
+  /// revoked).
+  public func leaseTimeToLive(_ id: Int) async throws -> JSONValue? {
+    do {
+      return try await call(.GET, "/lease/\(id)")
+    } catch RaftDBClientError.server(404, _) {
+      return nil
+    }
+  }
+
+  /// Revokes lease `id`, deleting its keys; the server's `{"deleted", "revision"}`.
+  public func revokeLease(_ id: Int) async throws -> JSONValue {
+    try await call(.DELETE, "/lease/\(id)")
+  }
+
+  /// The ids of the live leases (`GET /lease`).
+  public func leases() async throws -> [Int] {
+    let answer = try await call(.GET, "/lease")
+    guard let ids = answer["leases"]?.arrayValue else {
+      throw RaftDBClientError.badResponse("no leases in \(answer)")
+    }
+    return ids.compactMap(\.intValue)
+  }
+
   // MARK: Cluster operations
 
   /// A node's `/status`: of `endpoint` exactly, or of whichever member answers.

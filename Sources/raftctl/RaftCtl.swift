@@ -15,14 +15,14 @@ struct RaftCtl: AsyncParsableCommand {
       or http://host:port); requests follow redirects to the leader and move on to the next \
       endpoint when one is down. Output is for people; -w json prints what the server answered.
 
-      Exit status: 0 success; 1 the key was not found (get) or the comparison failed (cas); 2 the \
-      server refused the request; 64 a usage error; 69 the cluster is unavailable (no endpoint \
+      Exit status: 0 success; 1 the key or lease was not found (get, lease ttl) or the comparison \
+      failed (cas); 2 the server refused the request; 64 a usage error; 69 the cluster is unavailable (no endpoint \
       reachable, or no leader within --timeout).
       """,
     version: RaftCtl.versionText,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
-      Transfer.self, Cluster.self, Bench.self, Verify.self,
+      Transfer.self, Lease.self, Txn.self, Lock.self, Cluster.self, Bench.self, Verify.self,
     ])
 
   /// What `--version` prints: this build, and the newest cluster version and data format it
@@ -143,6 +143,8 @@ struct Put: AsyncParsableCommand {
     abstract: "Set keys: raftctl put foo bar, or raftctl put foo=bar baz=qux (one atomic write).")
   @OptionGroup var connection: Connection
   @OptionGroup var output: Output
+  @Option(help: "Attach the keys to this lease (its id in hex, as `raftctl lease grant` prints it).")
+  var lease: String?
   @Argument(help: "KEY VALUE, or one or more KEY=VALUE pairs.") var arguments: [String] = []
 
   /// The pairs the arguments name; a usage error (with this subcommand's usage) if they name none.
@@ -161,11 +163,17 @@ struct Put: AsyncParsableCommand {
     }
   }
 
-  func validate() throws { _ = try pairs }
+  func validate() throws {
+    _ = try pairs
+    if let lease { _ = try parseLeaseID(lease) }
+  }
 
   func run() async throws {
     let client = connection.client()
-    let revision = try await client.put(try pairs)
+    let revision =
+      if let lease { try await client.put(try pairs, lease: try parseLeaseID(lease)) } else {
+        try await client.put(try pairs)
+      }
     await client.close()
     if output.isJSON {
       printJSON(["revision": JSONValue(revision)])
@@ -177,20 +185,39 @@ struct Put: AsyncParsableCommand {
 
 struct Get: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Read a key: prints its value (exit status 1 if it is absent).")
+    abstract: "Read a key, or with --prefix every key under it (exit status 1 if the key is absent).",
+    discussion: """
+      raftctl get KEY prints its value. --prefix prints each key under KEY on a line, then its value \
+      on the next (as etcdctl does); --keys-only prints only the keys and --count-only only how many \
+      there are. --rev R reads the store as it was at revision R. With any of these, -w json prints \
+      the server's {"kvs", "count", "more", "revision"}.
+      """)
   @OptionGroup var connection: Connection
   @OptionGroup var output: Output
   @Option(help: "stale, default or consistent (linearizable).") var level: String = "default"
   @Flag(help: "Print the key on the line before its value.") var printKey = false
+  @Flag(help: "Read every key that starts with KEY.") var prefix = false
+  @Option(help: "Return at most this many keys (with --prefix).") var limit: Int?
+  @Option(name: .customLong("rev"), help: "Read the store as it was at this revision.") var revision: Int?
+  @Flag(help: "Print only the keys, not their values.") var keysOnly = false
+  @Flag(help: "Print only how many keys there are.") var countOnly = false
   @Argument var key: String
+
+  /// Whether a flag asks for the multi-version range rather than the course's plain read.
+  var wantsRange: Bool { prefix || limit != nil || revision != nil || keysOnly || countOnly }
 
   func validate() throws {
     guard ReadLevel(parameter: level) != nil else {
       throw ValidationError("unknown --level \(level); use stale, default or consistent")
     }
+    if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+    if let revision, revision <= 0 { throw ValidationError("--rev must be a positive revision") }
+    if limit != nil && !prefix { throw ValidationError("--limit needs --prefix") }
+    if keysOnly && countOnly { throw ValidationError("give at most one of --keys-only and --count-only") }
   }
 
   func run() async throws {
+    if wantsRange { return try await runRange() }
     let client = connection.client()
     let value = try await client.get(key, level: ReadLevel(parameter: level)!)
     await client.close()
@@ -203,6 +230,28 @@ struct Get: AsyncParsableCommand {
     } else {
       if printKey { print(key) }
       print(value)
+    }
+  }
+
+  private func runRange() async throws {
+    let client = connection.client()
+    let answer = try await client.range(
+      key, prefix: prefix, limit: limit ?? 0, revision: revision ?? 0, keysOnly: keysOnly,
+      countOnly: countOnly, level: ReadLevel(parameter: level)!)
+    await client.close()
+    guard let answer else {
+      let when = revision.map { " at revision \($0)" } ?? ""
+      FileHandle.standardError.write(Data("raftctl: key \(key) not found\(when)\n".utf8))
+      throw ExitCode(1)
+    }
+    if output.isJSON { return printServerJSON(answer) }
+    if countOnly {
+      print(answer["count"]?.intValue ?? 0)
+      return
+    }
+    for kv in answer["kvs"]?.arrayValue ?? [] {
+      if prefix || keysOnly || printKey { print(kv["key"]?.stringValue ?? "") }
+      if !keysOnly { print(kv["value"]?.stringValue ?? "") }
     }
   }
 }

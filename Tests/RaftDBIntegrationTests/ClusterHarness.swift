@@ -321,8 +321,11 @@ extension ClusterHarness {
   }
 
   /// Runs the `raftctl` built next to `raftdb` (or the one `RAFTDB_TEST_RAFTCTL` names, to check
-  /// that a test fails against another build), killing it after `timeout` seconds.
-  static func runRaftctl(_ arguments: [String], timeout: Double = 30) throws -> CommandRun {
+  /// that a test fails against another build), killing it after `timeout` seconds. `stdin` is
+  /// written to its standard input (nil: it inherits the test's).
+  static func runRaftctl(_ arguments: [String], stdin: String? = nil, timeout: Double = 30) throws
+    -> CommandRun
+  {
     let process = Process()
     process.executableURL =
       ProcessInfo.processInfo.environment["RAFTDB_TEST_RAFTCTL"].map { URL(fileURLWithPath: $0) }
@@ -332,8 +335,14 @@ extension ClusterHarness {
     let err = Pipe()
     process.standardOutput = out
     process.standardError = err
+    let input = stdin.map { _ in Pipe() }
+    if let input { process.standardInput = input }
     let began = Date()
     try process.run()
+    if let input, let stdin {
+      input.fileHandleForWriting.write(Data(stdin.utf8))
+      try input.fileHandleForWriting.close()
+    }
     let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
