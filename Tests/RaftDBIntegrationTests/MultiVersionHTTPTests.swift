@@ -103,7 +103,8 @@ import Testing
     let names = ["node01", "node02", "node03"]
     var leader = try await harness.startCluster(names)
     try #require(await Self.waitForVersion3(harness, names), "\(harness.log(leader))")
-    let granted = Self.json(try await harness.request(leader, .POST, "/lease", body: #"{"ttl": 10}"#).bodyText)
+    let granted = Self.json(
+      try await harness.request(leader, .POST, "/lease", body: #"{"ttl": 10}"#).bodyText)
     let id = try #require(granted["id"] as? Int, "\(granted)")
     #expect(granted["ttl"] as? Int == 10)
     let put = try await harness.request(leader, .POST, "/key?lease=\(id)", body: #"{"svc/a": "10.0.0.1"}"#)
