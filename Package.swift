@@ -83,13 +83,14 @@ let package = Package(
     .target(
       name: "RaftDBService",
       dependencies: [
-        "Raft", "KVStore", "RaftDBAPI",
+        "Raft", "KVStore", "KVWatch", "RaftDBAPI",
         .product(name: "NIOCore", package: "swift-nio"),
       ]),
     .target(
       name: "RaftDBServer",
       dependencies: [
-        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBAPI", "RaftDBService",
+        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "KVWatch", "RaftDBAPI",
+        "RaftDBService",
         "RaftDBClient",
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
@@ -176,7 +177,7 @@ let package = Package(
     .testTarget(
       name: "RaftDBServiceTests",
       dependencies: [
-        "RaftDBService", "RaftDBAPI", "KVStore", "Raft",
+        "RaftDBService", "RaftDBAPI", "KVStore", "KVWatch", "Raft",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ]),
