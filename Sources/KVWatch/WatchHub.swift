@@ -227,14 +227,17 @@ public struct WatchHub: Sendable {
 
   // MARK: - Delivery
 
-  /// Hands over the pending messages of every watcher whose reader takes them now, in the order
-  /// they became ready. A watcher whose last message is its cancel is then forgotten.
+  /// Hands over the pending messages of every watcher whose reader takes them now (and of every
+  /// watcher the hub ended), in the order they became ready. A watcher whose last message is its
+  /// cancel is then forgotten.
   public mutating func takeDeliveries() -> [(WatchID, [WatchResponse])] {
     var deliveries: [(WatchID, [WatchResponse])] = []
     var waiting: [WatchID] = []
     for id in ready {
       guard var watcher = watchers[id] else { continue }
-      guard watcher.writable else {
+      // A watch the hub ended gets its cancel even while its reader is not reading: the reader's
+      // connection is closed then, and the watch must not linger waiting for it.
+      guard watcher.writable || watcher.finished else {
         waiting.append(id)
         continue
       }

@@ -144,6 +144,19 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("request-timeout"), help: "How long a request may wait for commit, milliseconds.")
   var requestTimeout = 5000
 
+  @Option(
+    name: .raftdb("watch-progress-notify-interval"),
+    help: "How often watches that ask for progress notifications get the current revision, milliseconds.")
+  var watchProgressNotifyInterval = 600_000
+
+  @Option(name: .raftdb("max-watchers"), help: "Most watches this member serves at once.")
+  var maxWatchers = 100_000
+
+  @Option(
+    name: .raftdb("max-watch-buffer-bytes"),
+    help: "Undelivered event bytes one watch may hold before it is cancelled as too slow.")
+  var maxWatchBufferBytes = 4 << 20
+
   @Option(name: .raftdb("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel = "info"
 
@@ -168,7 +181,7 @@ struct RaftDBCommand: AsyncParsableCommand {
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
       maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0,
       httpIdleTimeout > 0, httpHeaderTimeout > 0, httpBodyTimeout > 0, maxPeerConnections > 0,
-      maxSnapshotBytes > 0
+      maxSnapshotBytes > 0, watchProgressNotifyInterval > 0, maxWatchers > 0, maxWatchBufferBytes > 0
     else {
       throw ValidationError("limits and thresholds must be positive")
     }
@@ -222,6 +235,9 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.httpBodyTimeoutSeconds = httpBodyTimeout
     options.maxBufferedRequestBytes = maxBufferedRequestBytes
     options.requestTimeoutMillis = requestTimeout
+    options.watchProgressNotifyIntervalMillis = watchProgressNotifyInterval
+    options.maxWatchers = maxWatchers
+    options.maxWatchBufferBytes = maxWatchBufferBytes
     options.logLevel = level
     if let writes = ProcessInfo.processInfo.environment["RAFTDB_TEST_DISK_FULL_AFTER_WAL_WRITES"] {
       // Test only (see ServerOptions.testDiskFullAfterWALWrites).
