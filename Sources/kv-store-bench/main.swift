@@ -47,7 +47,7 @@ func measure(_ label: String, operations: Int, _ body: () throws -> Void) rethro
   let elapsed = ContinuousClock.now - start
   let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
   print(
-    "\(label): \(operations) in \(String(format: "%.2f", seconds)) s, \(Int(Double(operations) / seconds)) /s, RSS \(String(format: "%.0f", residentMiB())) MiB"
+    "\(label): \(operations) in \(String(format: seconds < 1 ? "%.4f" : "%.2f", seconds)) s, \(Int(Double(operations) / seconds)) /s, RSS \(String(format: "%.0f", residentMiB())) MiB"
   )
 }
 
