@@ -73,6 +73,9 @@ let package = Package(
       dependencies: [
         "Raft", "RaftGroup", .product(name: "HashTreeCollections", package: "swift-collections"),
       ]),
+    // Watchers over the multi-version store's history: matching, bounded buffers, replay, progress
+    // and cancellation, as a pure value that the server's dispatcher and the simulator both drive.
+    .target(name: "KVWatch", dependencies: ["KVStore"]),
     // The node runtime that drives Raft, the HTTP API and metrics.
     // The operations of raftdb (key-value commands, reads at each level, membership, status,
     // leadership transfer) with their validation, limits and typed errors, and no protocol in it:
@@ -80,13 +83,14 @@ let package = Package(
     .target(
       name: "RaftDBService",
       dependencies: [
-        "Raft", "KVStore", "RaftDBAPI",
+        "Raft", "KVStore", "KVWatch", "RaftDBAPI",
         .product(name: "NIOCore", package: "swift-nio"),
       ]),
     .target(
       name: "RaftDBServer",
       dependencies: [
-        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "RaftDBAPI", "RaftDBService",
+        "Raft", "JSON", "RaftGroup", "RaftStorage", "RaftTransport", "KVStore", "KVWatch", "RaftDBAPI",
+        "RaftDBService",
         "RaftDBClient",
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
@@ -167,11 +171,13 @@ let package = Package(
       ]),
     .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability", "Raft"]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
+    // The watch hub against the store's history: order, atomic revisions, replay, bounds, resume.
+    .testTarget(name: "KVWatchTests", dependencies: ["KVWatch", "KVStore"]),
     // The service's validation beside a replica's verdicts, with a backend over a real state machine.
     .testTarget(
       name: "RaftDBServiceTests",
       dependencies: [
-        "RaftDBService", "RaftDBAPI", "KVStore", "Raft",
+        "RaftDBService", "RaftDBAPI", "KVStore", "KVWatch", "Raft",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ]),

@@ -12,6 +12,7 @@
 #    Skipped when arguments (test filters) are given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-test-deps.sh
 swift test -c release --skip RaftDBIntegrationTests "$@"
 swift test -c release --skip-build --filter RaftDBIntegrationTests "$@"
 if [ "$#" -eq 0 ]; then

@@ -29,6 +29,8 @@ public protocol ServiceBackend: Sendable {
   func submitStoreRead<T: Sendable>(
     level: ReadLevel, _ body: @escaping @Sendable (MVCCStore) throws(ServiceError) -> T
   ) -> EventLoopFuture<T>
+  /// This member's watchers, fed by its applied history.
+  var watches: WatchDispatcher { get }
   /// Leases on the leader, whose clock decides when they expire (`LeaseClock` in the shell).
   func leaseKeepAlive(_ id: Int64) -> EventLoopFuture<Int64>
   func leaseTimeToLive(_ id: Int64) -> EventLoopFuture<LeaseStatus>

@@ -1,4 +1,5 @@
 import KVStore
+import KVWatch
 import NIOCore
 import NIOPosix
 import Raft
@@ -161,11 +162,14 @@ import Testing
 final class MachineBackend: ServiceBackend {
   private let state: Mutex<(machine: KVStateMachine, index: UInt64, proposals: Int)>
   private let loop: any EventLoop
+  let watches: WatchDispatcher
 
   /// Starts at `clusterVersion` (by applying a `setClusterVersion`, as a leader would propose it).
   init(limits: KVLimits, loop: any EventLoop, clusterVersion: UInt32 = ClusterVersion.latest) {
     state = Mutex((KVStateMachine(limits: limits), 0, 0))
     self.loop = loop
+    watches = WatchDispatcher(
+      store: MVCCStore(), limits: WatchLimits(), loop: loop, progressInterval: .hours(1))
     if clusterVersion > ClusterVersion.initial { apply(.setClusterVersion(clusterVersion)) }
   }
 

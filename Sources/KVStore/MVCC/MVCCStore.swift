@@ -174,25 +174,54 @@ public struct MVCCStore: Sendable {
   {
     let start = start > 0 ? start : revision + 1
     guard start > compactRevision else { throw .compacted(compactRevision: compactRevision) }
+    return history(in: range, from: start, through: revision, prevKV: prevKV).events
+  }
+
+  /// A bounded piece of the history a watcher replays: the changes to keys in `range` (nil: every
+  /// key) at revisions `start...end`, in revision order, with each change's previous state when
+  /// `prevKV` is set. It stops at a revision boundary once `maxEvents` events are gathered or
+  /// `maxScanned` changes (of any key) have been looked at, so that one piece costs bounded time
+  /// however narrow the range; `next` is the first revision not looked at (`end + 1` when done).
+  /// The changes of one revision are never split. The caller checks `start > compactRevision`.
+  public func history(
+    in range: KeyRange?, from start: Int64, through end: Int64, prevKV: Bool,
+    maxEvents: Int = .max, maxScanned: Int = .max
+  ) -> (events: [WatchEvent], next: Int64) {
     var events: [WatchEvent] = []
+    var scanned = 0
+    var next = end + 1
+    var currentMain: Int64 = -1
     changesByRevision.forEach(from: Revision(main: start).indexKey, below: nil) { at, key in
-      guard range.contains(key) else { return true }
-      guard let newest = index[key] else { preconditionFailure("a change after compaction lost its key") }
       let revision = Revision(indexKey: at)
-      var change: Change? = newest
-      while let current = change, current.revision != revision { change = current.older }
-      guard let change else { preconditionFailure("change \(revision) is missing from its key's history") }
-      let previous = prevKV ? change.older.flatMap { $0.value == nil ? nil : Self.keyValue(key, $0) } : nil
-      if change.value == nil {
-        let kv = MVCCKeyValue(
-          key: key, createRevision: 0, modRevision: revision.main, version: 0, value: [], lease: 0)
-        events.append(WatchEvent(type: .delete, kv: kv, prevKV: previous))
-      } else {
-        events.append(WatchEvent(type: .put, kv: Self.keyValue(key, change), prevKV: previous))
+      if revision.main != currentMain {
+        guard revision.main <= end else { return false }
+        if events.count >= maxEvents || scanned >= maxScanned {
+          next = revision.main
+          return false
+        }
+        currentMain = revision.main
       }
+      scanned += 1
+      guard range?.contains(key) ?? true else { return true }
+      events.append(event(key, at: revision, prevKV: prevKV))
       return true
     }
-    return events
+    return (events, next)
+  }
+
+  /// The watch event of `key`'s change at `revision`, which the history holds.
+  private func event(_ key: [UInt8], at revision: Revision, prevKV: Bool) -> WatchEvent {
+    guard let newest = index[key] else { preconditionFailure("a change after compaction lost its key") }
+    var change: Change? = newest
+    while let current = change, current.revision != revision { change = current.older }
+    guard let change else { preconditionFailure("change \(revision) is missing from its key's history") }
+    let previous = prevKV ? change.older.flatMap { $0.value == nil ? nil : Self.keyValue(key, $0) } : nil
+    guard change.value != nil else {
+      let kv = MVCCKeyValue(
+        key: key, createRevision: 0, modRevision: revision.main, version: 0, value: [], lease: 0)
+      return WatchEvent(type: .delete, kv: kv, prevKV: previous)
+    }
+    return WatchEvent(type: .put, kv: Self.keyValue(key, change), prevKV: previous)
   }
 
   static func keyValue(_ key: [UInt8], _ change: Change) -> MVCCKeyValue {

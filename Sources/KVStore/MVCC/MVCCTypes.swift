@@ -43,6 +43,12 @@ public struct WatchEvent: Hashable, Sendable {
   public var kv: MVCCKeyValue
   /// The key's state before this change, when asked for and when it existed.
   public var prevKV: MVCCKeyValue?
+
+  public init(type: EventType, kv: MVCCKeyValue, prevKV: MVCCKeyValue? = nil) {
+    self.type = type
+    self.kv = kv
+    self.prevKV = prevKV
+  }
 }
 
 /// A key as a reader sees it at some revision (etcd's mvccpb.KeyValue).
@@ -96,16 +102,16 @@ public struct KeyRange: Hashable, Sendable {
     return KeyRange(key: prefix, rangeEnd: [0])  // All 0xFF: to the end.
   }
 
-  var isSingleKey: Bool { rangeEnd.isEmpty }
+  public var isSingleKey: Bool { rangeEnd.isEmpty }
   /// The exclusive upper bound, nil for "to the end".
-  var upperBound: [UInt8]? {
+  public var upperBound: [UInt8]? {
     if rangeEnd.isEmpty { return key + [0] }
     if rangeEnd == [0] { return nil }
     return rangeEnd
   }
-  var lowerBound: [UInt8] { key == [0] && rangeEnd == [0] ? [] : key }
+  public var lowerBound: [UInt8] { key == [0] && rangeEnd == [0] ? [] : key }
 
-  func contains(_ candidate: [UInt8]) -> Bool {
+  public func contains(_ candidate: [UInt8]) -> Bool {
     if isSingleKey { return candidate == key }
     guard compareKeys(candidate, lowerBound) >= 0 else { return false }
     return upperBound.map { compareKeys(candidate, $0) < 0 } ?? true

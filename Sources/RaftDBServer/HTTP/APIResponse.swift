@@ -3,12 +3,22 @@ import JSON
 import NIOCore
 import NIOHTTP1
 
-/// A complete HTTP response of the API: every body is small and built in memory, so there is no
-/// streaming.
+/// An HTTP response of the API: a body built in memory (every answer but a watch's is small), or a
+/// body written over time by `stream` (a watch's event stream), which then ends the connection.
 struct APIResponse: Sendable {
   var status: HTTPResponseStatus
   var headers: HTTPHeaders
   var body: [UInt8]
+  var stream: (any HTTPStreamingBody)? = nil
+
+  init(
+    status: HTTPResponseStatus, headers: HTTPHeaders, body: [UInt8], stream: (any HTTPStreamingBody)? = nil
+  ) {
+    self.status = status
+    self.headers = headers
+    self.body = body
+    self.stream = stream
+  }
 
   /// A JSON answer. The body ends with a newline, as etcd's and most APIs' do, so that `curl`'s
   /// output does not run into the shell prompt; JSON parsers skip it as whitespace.
@@ -96,6 +106,7 @@ enum APIRoute: String, Sendable, CaseIterable {
   case txn = "/txn"
   case lease = "/lease"
   case compact = "/compact"
+  case watch = "/watch/{key}"
   case other
 }
 

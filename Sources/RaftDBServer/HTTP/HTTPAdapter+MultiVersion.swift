@@ -269,7 +269,7 @@ extension HTTPAdapter {
     writer.endObject()
   }
 
-  private func flag(_ request: APIRequest, _ name: String) throws(APIError) -> Bool {
+  func flag(_ request: APIRequest, _ name: String) throws(APIError) -> Bool {
     switch request.queryParameter(name) {
     case nil, "false": return false
     case "", "true": return true
@@ -277,7 +277,7 @@ extension HTTPAdapter {
     }
   }
 
-  private func number(_ request: APIRequest, _ name: String) throws(APIError) -> Int64? {
+  func number(_ request: APIRequest, _ name: String) throws(APIError) -> Int64? {
     guard let text = request.queryParameter(name) else { return nil }
     guard let value = Int64(text), value >= 0 else {
       throw APIError.badRequest("\(name)=\(text): expected a non-negative integer")

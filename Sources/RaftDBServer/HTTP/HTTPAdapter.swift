@@ -72,6 +72,10 @@ struct HTTPAdapter: HTTPResponding {
           ? refuse(.compareAndSet, allowed: "POST") : refuse(.key, allowed: "GET, PUT, DELETE")
       }
     }
+    if path.hasPrefix("/watch/") {
+      guard method == .GET else { return refuse(.watch, allowed: "GET") }
+      return run(.watch) { try watch(path.dropFirst(7), request, on: eventLoop) }
+    }
     if path == "/lease" || path.hasPrefix("/lease/") {
       return run(.lease) { try lease(path.dropFirst(path == "/lease" ? 6 : 7), request, on: eventLoop) }
     }

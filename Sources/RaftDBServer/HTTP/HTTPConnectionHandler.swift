@@ -34,6 +34,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     /// client sees it rather than a reset while it is still sending.
     case discarding(HTTPRequestHead, dropped: Int, started: NIODeadline, refusal: APIError)
     case responding
+    /// A streaming body (a watch) is being written; the connection closes when it finishes.
+    case streaming(any HTTPStreamingBody)
     case closing
   }
 
@@ -120,7 +122,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
         } else {
           state = .discarding(head, dropped: total, started: started, refusal: refusal)
         }
-      case .idle, .responding, .closing:
+      case .idle, .responding, .streaming, .closing:
         break
       }
     case .end:
@@ -133,7 +135,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
         state = .responding
         deadlines.requestReceived()
         finish(context, head, route: .other, started: started, refusal.response, keepAlive: false)
-      case .idle, .responding, .closing:
+      case .idle, .responding, .streaming, .closing:
         break
       }
     }
@@ -150,9 +152,14 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     case .idle, .receiving, .discarding:
       state = .closing
       context.close(promise: nil)
-    case .responding, .closing:
+    case .responding, .streaming, .closing:
       break
     }
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    if case .streaming(let body) = state { body.writabilityChanged(context.channel.isWritable) }
+    context.fireChannelWritabilityChanged()
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -183,14 +190,24 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
   }
 
   func channelInactive(context: ChannelHandlerContext) {
+    stopStream()
     state = .closing
     releaseReservation()
     context.fireChannelInactive()
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
+    stopStream()
     state = .closing
     releaseReservation()
+  }
+
+  private func stopStream() {
+    deadlines.onQuiesce = nil
+    if case .streaming(let body) = state {
+      state = .closing
+      body.stop()
+    }
   }
 
   private var tooLarge: APIError {
@@ -245,9 +262,16 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
     _ context: ChannelHandlerContext, _ head: HTTPRequestHead, route: APIRoute, started: NIODeadline,
     _ response: APIResponse, keepAlive: Bool
   ) {
-    guard case .responding = state else { return }
+    guard case .responding = state else {
+      response.stream?.stop()  // The connection went before its answer: nobody reads the stream.
+      return
+    }
     // Answered: the API is done with the body.
     releaseReservation()
+    if let stream = response.stream {
+      startStream(context, head, route: route, started: started, response, stream)
+      return
+    }
     var headers = response.headers
     headers.add(name: "Content-Length", value: String(response.body.count))
     headers.add(name: "Date", value: dateCache.now())
@@ -278,5 +302,38 @@ final class HTTPConnectionHandler<Responder: HTTPResponding>: ChannelInboundHand
         context.close(promise: nil)
       }
     }
+  }
+
+  /// Writes a streaming response's head and hands the connection to its body until it finishes,
+  /// then closes. The request stays "at the node" for the deadlines and the connection table (so
+  /// that a watch is neither timed out nor evicted); a server shutdown ends the stream.
+  private func startStream(
+    _ context: ChannelHandlerContext, _ head: HTTPRequestHead, route: APIRoute, started: NIODeadline,
+    _ response: APIResponse, _ stream: any HTTPStreamingBody
+  ) {
+    var headers = response.headers
+    headers.add(name: "Date", value: dateCache.now())
+    headers.add(name: "Connection", value: "close")
+    context.writeAndFlush(
+      wrapOutboundOut(
+        .head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
+      promise: nil)
+    api.recordRequest(
+      route: route, status: Int(response.status.code), nanoseconds: (NIODeadline.now() - started).nanoseconds)
+    state = .streaming(stream)
+    let output = HTTPStreamOutput(context: context) { [weak self] in
+      guard let self, case .streaming = self.state else { return }
+      self.state = .closing
+      context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+        context.close(promise: nil)
+      }
+    }
+    deadlines.onQuiesce = { [weak self] in
+      guard let self, case .streaming(let body) = self.state else { return }
+      body.stop()
+      output.finish()
+    }
+    stream.start(output)
+    if deadlines.quiesced { deadlines.onQuiesce?() }
   }
 }

@@ -218,6 +218,9 @@ final class HTTPRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelH
   /// Whether a `ChannelShouldQuiesceEvent` has gone down the pipeline (eviction and shutdown may both
   /// send one; NIO's pipelining handler expects one).
   private(set) var quiesced = false
+  /// Called when the connection is asked to close (shutdown, eviction): a streaming response, which
+  /// never ends by itself, ends then.
+  var onQuiesce: (() -> Void)?
   private var context: ChannelHandlerContext?
   private var timer: Scheduled<Void>?
   private var timerInterval: TimeAmount { min(limits.headerTimeout, limits.bodyTimeout) }
@@ -295,6 +298,7 @@ final class HTTPRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelH
   private func quiesce(_ context: ChannelHandlerContext) {
     guard !quiesced else { return }
     quiesced = true
+    onQuiesce?()
     context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
   }
 

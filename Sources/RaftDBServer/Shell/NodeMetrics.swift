@@ -46,6 +46,11 @@ final class NodeMetrics: Sendable {
   let bodyTimeouts: CoreMetrics.Counter
   let bufferRefusals: CoreMetrics.Counter
   let bufferedRequestBytes: CoreMetrics.Gauge
+  let watchers: CoreMetrics.Gauge
+  let watchPendingBytes: CoreMetrics.Gauge
+  let watchEventsDelivered: CoreMetrics.Counter
+  /// Watches the member ended itself (too slow, or compacted past), not those their clients ended.
+  let watchesCancelled: CoreMetrics.Counter
 
   init() {
     var factory = PrometheusMetricsFactory(registry: registry)
@@ -91,6 +96,10 @@ final class NodeMetrics: Sendable {
     bodyTimeouts = CoreMetrics.Counter(label: "raftdb_http_body_timeouts_total", factory: factory)
     bufferRefusals = CoreMetrics.Counter(label: "raftdb_http_buffer_refusals_total", factory: factory)
     bufferedRequestBytes = CoreMetrics.Gauge(label: "raftdb_http_buffered_request_bytes", factory: factory)
+    watchers = CoreMetrics.Gauge(label: "raftdb_watchers", factory: factory)
+    watchPendingBytes = CoreMetrics.Gauge(label: "raftdb_watch_pending_bytes", factory: factory)
+    watchEventsDelivered = CoreMetrics.Counter(label: "raftdb_watch_events_delivered_total", factory: factory)
+    watchesCancelled = CoreMetrics.Counter(label: "raftdb_watch_cancelled_total", factory: factory)
   }
 
   /// Counts a request by route and status and records its latency by route.

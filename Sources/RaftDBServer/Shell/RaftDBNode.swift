@@ -1,5 +1,6 @@
 import Foundation
 import KVStore
+import KVWatch
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -43,6 +44,9 @@ public final class RaftDBNode: @unchecked Sendable {
   /// answered on the HTTP thread from this copy, without a hop to `loop` and back. Taking the copy
   /// is O(1) (persistent tries); the next writes copy the paths they touch.
   let readView: NIOLockedValueBox<KVSnapshot>
+  /// This member's watchers, on a thread of their own, fed every published read view.
+  public let watches: WatchDispatcher
+  let watchLoopGroup: MultiThreadedEventLoopGroup
   var lastSoftState: SoftState?
   var lastAdmission: PeerAdmission?
   /// The newest configuration's members, kept as a set for `currentAdmission`, and a count of
@@ -92,6 +96,11 @@ public final class RaftDBNode: @unchecked Sendable {
     self.writer = writer
     self.metrics = metrics
     readView = NIOLockedValueBox(machine.snapshot())
+    watchLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    watches = WatchDispatcher(
+      store: machine.store, limits: options.watchLimits, loop: watchLoopGroup.next(),
+      progressInterval: .milliseconds(Int64(options.watchProgressNotifyIntervalMillis)),
+      observer: NodeWatchObserver(metrics: metrics, logger: logger))
   }
 
   /// Builds the node's group over the real world (see ServerWorld.swift).
@@ -121,6 +130,7 @@ public final class RaftDBNode: @unchecked Sendable {
   func publishReadView() {
     let view = machine.snapshot()
     readView.withLockedValue { $0 = view }
+    watches.storePublished(view.store)
   }
 
   private func applied(containedCommands: Bool) {
@@ -250,6 +260,8 @@ public final class RaftDBNode: @unchecked Sendable {
     }.get()
     await transport.shutdown()
     writer.stop()
+    watches.stop()
     try? await loopGroup.shutdownGracefully()
+    try? await watchLoopGroup.shutdownGracefully()
   }
 }

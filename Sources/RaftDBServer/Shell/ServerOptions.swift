@@ -1,4 +1,5 @@
 import KVStore
+import KVWatch
 import Logging
 import RaftDBService
 
@@ -30,6 +31,13 @@ public struct ServerOptions: Sendable {
   /// How often revision mode checks whether to compact: etcd's 5 minutes. Test only, shorter
   /// (the raftdb executable reads it from `RAFTDB_TEST_AUTO_COMPACTION_CHECK_MS`).
   public var autoCompactionCheckMillis = 300_000
+  /// How often watchers that asked for progress notifications are sent the current revision when
+  /// they had no events (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
+  public var watchProgressNotifyIntervalMillis = 600_000
+  /// Watchers served at once by this member, and the bytes of undelivered events one may hold before
+  /// it is cancelled as too slow (see `WatchLimits`).
+  public var maxWatchers = 100_000
+  public var maxWatchBufferBytes = 4 << 20
   /// Take a snapshot after this many applied entries, or this many bytes of applied entries (the
   /// log between snapshots lives in memory, so a count alone would not bound it), and keep this many
   /// snapshot files.
@@ -112,6 +120,14 @@ extension ServerOptions {
     var limits = KVLimits()
     limits.maxKeyBytes = maxKeyBytes
     limits.maxValueBytes = maxValueBytes
+    return limits
+  }
+
+  public var watchLimits: WatchLimits {
+    var limits = WatchLimits()
+    limits.maxWatchers = maxWatchers
+    limits.maxPendingBytesPerWatcher = maxWatchBufferBytes
+    limits.maxPendingBytes = max(limits.maxPendingBytes, maxWatchBufferBytes)
     return limits
   }
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the Swift toolchain, from Debian's packages, when it is
+# missing: curl (the watch tests read Server-Sent Events with it, as a user would). Idempotent.
+set -euo pipefail
+missing=()
+command -v curl > /dev/null || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q "${missing[@]}"
+fi
