@@ -6,7 +6,8 @@
 //   .build/release/kv-store-bench [--keys N] [--value-bytes B]
 //
 // For each store: N puts of new 16-byte keys (hex text), then N overwrites of the same keys, then (MVCC only)
-// a compaction of all but the newest revision, then 1,000 reads of a range that holds 1,000 keys. Memory is
+// a compaction of all but the newest revision, then 1,000 and 10,000 more puts each followed by a compaction
+// (what an automatic compaction meets: few changes since the last one), then 1,000 reads of a range that holds 1,000 keys. Memory is
 // the process's resident set before and after, so run one store per process for clean figures
 // (`--only mvcc` or `--only kv`).
 
@@ -46,7 +47,7 @@ func measure(_ label: String, operations: Int, _ body: () throws -> Void) rethro
   let elapsed = ContinuousClock.now - start
   let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
   print(
-    "\(label): \(operations) in \(String(format: "%.2f", seconds)) s, \(Int(Double(operations) / seconds)) /s, RSS \(String(format: "%.0f", residentMiB())) MiB"
+    "\(label): \(operations) in \(String(format: seconds < 1 ? "%.4f" : "%.2f", seconds)) s, \(Int(Double(operations) / seconds)) /s, RSS \(String(format: "%.0f", residentMiB())) MiB"
   )
 }
 
@@ -73,6 +74,11 @@ if only == nil || only == "mvcc" {
     for key in keyBytes { _ = try store.put(PutRequest(key: key, value: value)) }
   }
   try measure("mvcc compact", operations: 1) { try store.compact(store.revision) }
+  // What an automatic compaction meets: a few changes since the last one, over a large store.
+  for changes in [1_000, 10_000] {
+    for i in 0..<changes { _ = try store.put(PutRequest(key: keyBytes[(i * 7_919) % keys], value: value)) }
+    try measure("mvcc compact after \(changes) changes", operations: 1) { try store.compact(store.revision) }
+  }
   let sorted = keyBytes.sorted { $0.lexicographicallyPrecedes($1) }
   try measure("mvcc range of 1,000 keys", operations: 1_000) {
     for i in 0..<1_000 {

@@ -68,6 +68,24 @@ struct RaftDBCommand: AsyncParsableCommand {
     help: "Applied bytes between snapshots (whichever threshold is reached first).")
   var snapshotThresholdBytes = 32 << 20
 
+  @Option(
+    name: .raftdb("auto-compaction-mode"),
+    help:
+      "What -auto-compaction-retention counts: periodic (a duration) or revision (revisions), as etcd's flag."
+  )
+  var autoCompactionMode = "periodic"
+
+  @Option(
+    name: .raftdb("auto-compaction-retention"),
+    help: """
+      History the leader keeps, compacting the rest through the log (0: off). Periodic mode: a \
+      duration (1h, 30m, 90s, or a bare number of hours); every tenth of it (at most every 6 \
+      minutes) the leader samples the revision, and it compacts to the one current that long ago, \
+      every retention (at most hourly). Revision mode: a number of revisions; every 5 minutes the \
+      leader compacts to the current revision minus it.
+      """)
+  var autoCompactionRetention = "0"
+
   @Option(name: .raftdb("snapshot-retain"), help: "Snapshot files to keep.")
   var snapshotRetain = 2
 
@@ -190,6 +208,11 @@ struct RaftDBCommand: AsyncParsableCommand {
     guard maxValueBytes <= 16 << 20 else {
       throw ValidationError("-max-value-bytes must be at most \(16 << 20) (16 MiB), got \(maxValueBytes)")
     }
+    do throws(AutoCompactionFlagError) {
+      _ = try AutoCompactionPolicy.parse(mode: autoCompactionMode, retention: autoCompactionRetention)
+    } catch {
+      throw ValidationError(error.description)
+    }
     guard walSegmentBytes >= 1 << 20 else {
       throw ValidationError("-wal-segment-bytes must be at least \(1 << 20) (1 MiB), got \(walSegmentBytes)")
     }
@@ -217,6 +240,8 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.heartbeatIntervalMillis = heartbeatInterval
     options.electionTimeoutMillis = electionTimeout
     options.snapshotThreshold = snapshotThreshold
+    options.autoCompaction = try? AutoCompactionPolicy.parse(
+      mode: autoCompactionMode, retention: autoCompactionRetention)
     options.snapshotsRetained = snapshotRetain
     options.snapshotThresholdBytes = snapshotThresholdBytes
     options.logRetainedEntries = logRetain
@@ -246,6 +271,14 @@ struct RaftDBCommand: AsyncParsableCommand {
     if let delay = ProcessInfo.processInfo.environment["RAFTDB_TEST_FSYNC_DELAY_MS"] {
       // Test only (see ServerOptions.testFsyncDelayMillis).
       options.testFsyncDelayMillis = Int(delay)
+    }
+    if let check = ProcessInfo.processInfo.environment["RAFTDB_TEST_AUTO_COMPACTION_CHECK_MS"] {
+      // Test only (see ServerOptions.autoCompactionCheckMillis).
+      guard let millis = Int(check), millis > 0 else {
+        throw ValidationError(
+          "RAFTDB_TEST_AUTO_COMPACTION_CHECK_MS must be a positive number, not \"\(check)\"")
+      }
+      options.autoCompactionCheckMillis = millis
     }
     if let version = ProcessInfo.processInfo.environment["RAFTDB_TEST_SUPPORTED_CLUSTER_VERSION"] {
       // Test only (see ServerOptions.testSupportedClusterVersion).

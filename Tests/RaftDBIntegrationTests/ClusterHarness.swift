@@ -25,13 +25,16 @@ final class ClusterHarness: @unchecked Sendable {
   private var processes: [String: Process] = [:]
   private let lock = NSLock()
   let extraArguments: [String]
+  /// Environment variables every node starts with (test knobs such as RAFTDB_TEST_*).
+  let extraEnvironment: [String: String]
   static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
-  init(extraArguments: [String] = []) throws {
+  init(extraArguments: [String] = [], extraEnvironment: [String: String] = [:]) throws {
     root = FileManager.default.temporaryDirectory.appendingPathComponent(
       "raftdb-it-\(UUID().uuidString.prefix(8))")
     try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
     self.extraArguments = extraArguments
+    self.extraEnvironment = extraEnvironment
   }
 
   deinit {
@@ -77,7 +80,7 @@ final class ClusterHarness: @unchecked Sendable {
     args += extraArguments + arguments + [spec.directory.path]
     try FileManager.default.createDirectory(at: spec.directory, withIntermediateDirectories: true)
     let process = try LoggedProcess.launch(
-      Self.executable, arguments: args, environment: environment,
+      Self.executable, arguments: args, environment: extraEnvironment.merging(environment) { $1 },
       appendingOutputTo: root.appendingPathComponent("\(name).log"))
     lock.withLock { processes[name] = process }
   }

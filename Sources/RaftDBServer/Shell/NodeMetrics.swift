@@ -23,6 +23,10 @@ final class NodeMetrics: Sendable {
   let isLeader: CoreMetrics.Gauge
   let leaderChanges: CoreMetrics.Counter
   let keys: CoreMetrics.Gauge
+  /// The multi-version store's compacted revision, as this member applied it.
+  let compactRevision: CoreMetrics.Gauge
+  /// Compactions this member's auto-compactor proposed while it led (RaftDBNode+AutoCompaction.swift).
+  let autoCompactions: CoreMetrics.Counter
   let fsyncDuration: CoreMetrics.Timer
   let fsyncBatchJobs: CoreMetrics.Recorder
   let snapshotTakeDuration: CoreMetrics.Timer
@@ -62,6 +66,8 @@ final class NodeMetrics: Sendable {
     isLeader = CoreMetrics.Gauge(label: "raftdb_raft_is_leader", factory: factory)
     leaderChanges = CoreMetrics.Counter(label: "raftdb_raft_leader_changes_total", factory: factory)
     keys = CoreMetrics.Gauge(label: "raftdb_kv_keys", factory: factory)
+    compactRevision = CoreMetrics.Gauge(label: "raftdb_mvcc_compact_revision", factory: factory)
+    autoCompactions = CoreMetrics.Counter(label: "raftdb_mvcc_auto_compactions_total", factory: factory)
     fsyncDuration = CoreMetrics.Timer(label: "raftdb_wal_fsync_duration_seconds", factory: factory)
     fsyncBatchJobs = CoreMetrics.Recorder(label: "raftdb_wal_fsync_batch_jobs", factory: factory)
     snapshotTakeDuration = CoreMetrics.Timer(label: "raftdb_snapshot_take_duration_seconds", factory: factory)

@@ -61,6 +61,8 @@ public final class RaftDBNode: @unchecked Sendable {
   var clusterVersionRaiseInFlight: UInt32?
   /// The leader's lease clock (RaftDBNode+Leases.swift).
   var leaseClock = LeaseClock()
+  /// The leader's auto-compactor (RaftDBNode+AutoCompaction.swift); nil while not leading.
+  var autoCompactor: AutoCompactor?
   /// "Cluster version stays" lines, at most one per member per interval.
   var clusterVersionHeldLog = RateLimitedLog<String, (String, UInt32)>(interval: .seconds(60))
   var stopped: Bool { group.isStopped }
@@ -139,6 +141,7 @@ public final class RaftDBNode: @unchecked Sendable {
     metrics.appliedIndex.record(Int64(clamping: machine.appliedIndex))
     metrics.commitIndex.record(Int64(clamping: raft.commitIndex))
     metrics.keys.record(Int64(machine.count))
+    metrics.compactRevision.record(machine.store.compactRevision)
   }
 
   /// Who the transport should accept connections from, as of now.
@@ -227,6 +230,7 @@ public final class RaftDBNode: @unchecked Sendable {
       guard !self.stopped else { return }
       self.group.tick()
       self.leaseClockTick()
+      self.autoCompactionTick()
       self.flushRefusalLogs()
       self.metrics.outboundPeers.record(Int64(self.transport.outboundPeerCount))
       self.metrics.droppedPeerMessages.record(Int64(self.transport.droppedMessages))

@@ -24,6 +24,13 @@ public struct ServerOptions: Sendable {
   /// new leader neither restarts nor cuts short a lease (etcd's lease checkpoints; see
   /// RaftDBNode+Leases.swift).
   public var leaseCheckpointMillis = 5_000
+  /// Automatic compaction of the multi-version store's history by the leader (etcd's
+  /// `--auto-compaction-mode` and `--auto-compaction-retention`; RaftDBNode+AutoCompaction.swift).
+  /// Nil: off, the default.
+  public var autoCompaction: AutoCompactionPolicy?
+  /// How often revision mode checks whether to compact: etcd's 5 minutes. Test only, shorter
+  /// (the raftdb executable reads it from `RAFTDB_TEST_AUTO_COMPACTION_CHECK_MS`).
+  public var autoCompactionCheckMillis = 300_000
   /// How often watchers that asked for progress notifications are sent the current revision when
   /// they had no events (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
   public var watchProgressNotifyIntervalMillis = 600_000
