@@ -171,8 +171,9 @@ let package = Package(
       ]),
     .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability", "Raft"]),
     .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft"]),
-    // The watch hub against the store's history: order, atomic revisions, replay, bounds, resume.
-    .testTarget(name: "KVWatchTests", dependencies: ["KVWatch", "KVStore"]),
+    // The watch hub against the store's history (order, atomic revisions, replay, bounds, resume),
+    // and under the simulator's faults with a store and hub per simulated node.
+    .testTarget(name: "KVWatchTests", dependencies: ["KVWatch", "KVStore", "RaftSimulation", "Raft"]),
     // The service's validation beside a replica's verdicts, with a backend over a real state machine.
     .testTarget(
       name: "RaftDBServiceTests",

@@ -101,6 +101,7 @@ extension ClusterSimulation {
       report.snapshotsInstalled += 1
       record(.snapshotInstalled(node.id, index: snapshot.index))
       flag { () throws(Violation) in try checker.machineRestored(machine.state, by: node.id, at: now) }
+      observer?.node(node.id, restoredAt: machine.state.appliedIndex)
     }
     hooks.snapshotSaved = { [unowned self] metadata in record(.snapshotTaken(node.id, index: metadata.index))
     }

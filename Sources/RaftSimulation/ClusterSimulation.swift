@@ -64,8 +64,12 @@ public final class ClusterSimulation {
     var applyDeadline: UInt64 = 0
   }
 
-  public init(options: SimulationOptions) {
+  /// An application's view of the run (`SimulationObserver`), nil for none.
+  let observer: (any SimulationObserver)?
+
+  public init(options: SimulationOptions, observer: (any SimulationObserver)? = nil) {
     self.options = options
+    self.observer = observer
     var rng = SplitMix64(seed: options.seed)
     faults = options.faults ?? FaultProfile.random(using: &rng)
     self.rng = rng
@@ -103,6 +107,7 @@ public final class ClusterSimulation {
         report.fingerprint = Fingerprint.combine(report.fingerprint, time)
         try handle(event)
         try throwHookViolation()
+        observer?.eventProcessed(at: now, upNodes: nodes.filter(\.isUp).map(\.id))
       }
     } catch {
       report.violation = error
@@ -182,6 +187,7 @@ public final class ClusterSimulation {
     let world = SimulatedWorld(simulation: self, node: node)
     let machine = makeMachine(node.disk.snapshotMachine, on: node)
     try checker.machineRestored(machine.state, by: node.id, at: now)
+    observer?.node(node.id, restoredAt: machine.state.appliedIndex)
     node.group = RaftGroup(
       core: raft, machine: machine, options: groupOptions, clock: world, executor: world, storage: world,
       sink: world, snapshots: world, hooks: hooks(for: node))
@@ -208,6 +214,7 @@ public final class ClusterSimulation {
         flag { () throws(Violation) in
           try checker.entryApplied(entry, digestAfter: state.digest, by: node.id, at: now)
         }
+        observer?.node(node.id, applied: entry)
       },
       onGap: { [unowned self] entry, applied in
         flag { () throws(Violation) in
@@ -237,6 +244,7 @@ public final class ClusterSimulation {
     guard node.isUp else { return }
     node.group = nil
     node.incarnation += 1
+    observer?.nodeCrashed(node.id)
     report.crashes += 1
     // Writes not yet synced are lost, except that a prefix of the write stream may have reached
     // the disk anyway (and the separately written hard state may or may not have). Snapshot installs
@@ -268,4 +276,19 @@ public final class ClusterSimulation {
   func record(_ event: TraceEvent) {
     trace.record(now, event)
   }
+}
+
+/// An application's view of a run, for checks that live above Raft (the watch checks run a
+/// multi-version store and watch hub per node on what each node applies). Every call comes in the
+/// run's deterministic order, so an observer that draws from its own seeded generator replays
+/// exactly with the run.
+public protocol SimulationObserver: AnyObject {
+  /// `node`'s state machine applied `entry`, the one after the last it applied or was restored to.
+  func node(_ node: NodeID, applied entry: LogEntry)
+  /// `node`'s state machine was rebuilt at `index`: booted from its disk, or a snapshot installed.
+  func node(_ node: NodeID, restoredAt index: UInt64)
+  /// `node` crashed: whatever it served in memory is gone.
+  func nodeCrashed(_ node: NodeID)
+  /// After every event of the run, with the nodes that are up: clients act here.
+  func eventProcessed(at now: UInt64, upNodes: [NodeID])
 }
