@@ -22,7 +22,7 @@ struct RaftCtl: AsyncParsableCommand {
     version: RaftCtl.versionText,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
-      Transfer.self, Lease.self, Txn.self, Lock.self, Cluster.self, Bench.self, Verify.self,
+      Transfer.self, Lease.self, Txn.self, Lock.self, Cluster.self, Bench.self, WatchBench.self, Verify.self,
     ])
 
   /// What `--version` prints: this build, and the newest cluster version and data format it
