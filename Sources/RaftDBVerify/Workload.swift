@@ -21,6 +21,11 @@ public struct WorkloadOptions: Sendable {
   public var requestTimeout: TimeAmount = .seconds(2)
   /// How many times a write of unknown outcome is retried with its Idempotency-Key.
   public var retries = 2
+  /// Percentage of operations sent through the multi-version store's routes instead of the
+  /// course's: reads as `GET /key/{k}?meta=true`, writes, deletes and compare-and-sets as `POST /txn`
+  /// (a compare on the value, or on create revision 0 for "absent"). Transactions carry no
+  /// idempotency key, so one of unknown outcome is recorded as unknown rather than retried.
+  public var multiVersionPercent = 0
   public init() {}
 }
 
@@ -117,8 +122,10 @@ final class WorkloadClient: @unchecked Sendable {
   private func perform(_ call: Call, key: String, level: String? = nil, followLeader: Bool? = nil) async {
     let invokedAt = monotonicNanoseconds()
     let idempotencyKey = "\(runTag)-\(process)-\(sequence)"
+    let viaStore = rng.next() % 100 < UInt64(options.multiVersionPercent)
     var attempt = await send(
-      call, key: key, idempotencyKey: idempotencyKey, level: level, followLeader: followLeader)
+      call, key: key, idempotencyKey: idempotencyKey, level: level, followLeader: followLeader,
+      viaStore: viaStore)
     if case .read = call {
       switch attempt {
       case .ok(let response):
@@ -152,7 +159,7 @@ final class WorkloadClient: @unchecked Sendable {
         return
       case .notApplied, .indeterminate:
         if case .indeterminate = attempt { everIndeterminate = true }
-        guard retries < options.retries else {
+        guard retries < options.retries, !(viaStore && everIndeterminate) else {
           recorder.record(
             process: process, key: key, call: call, invokedAt: invokedAt, completedAt: nil, outcome: .unknown)
           lastSeen.removeValue(forKey: key)
@@ -162,7 +169,8 @@ final class WorkloadClient: @unchecked Sendable {
         try? await Task.sleep(for: .milliseconds(200 + Int(rng.next() % 300)))
         // The same Idempotency-Key: if the first attempt applied, this returns its result.
         attempt = await send(
-          call, key: key, idempotencyKey: idempotencyKey, level: level, followLeader: followLeader)
+          call, key: key, idempotencyKey: idempotencyKey, level: level, followLeader: followLeader,
+          viaStore: viaStore)
       }
     }
   }
@@ -183,7 +191,7 @@ final class WorkloadClient: @unchecked Sendable {
 
   /// One attempt, following up to a few redirects.
   private func send(
-    _ call: Call, key: String, idempotencyKey: String, level: String?, followLeader: Bool?
+    _ call: Call, key: String, idempotencyKey: String, level: String?, followLeader: Bool?, viaStore: Bool
   ) async -> Attempt {
     let readLevel = level ?? options.readLevel
     let anyNode = !(followLeader ?? !options.readFromAnyNode)
@@ -201,7 +209,12 @@ final class WorkloadClient: @unchecked Sendable {
         method: .POST, path: "/key/\(key)/cas",
         body: JSONValue(["expect": JSONValue(expected), "value": JSONValue(new)]).serialized())
     }
-    if case .read = call {} else { request.headers.append(("Idempotency-Key", idempotencyKey)) }
+    if viaStore {
+      request = Self.storeRequest(call, key: key, level: readLevel)
+    } else if case .read = call {
+    } else {
+      request.headers.append(("Idempotency-Key", idempotencyKey))
+    }
     let running = cluster.specs.filter { cluster.isRunning($0.name) }.map(\.http)
     guard !running.isEmpty else { return .notApplied }
     var target =
@@ -229,7 +242,7 @@ final class WorkloadClient: @unchecked Sendable {
       switch response.status.code {
       case 200:
         if !anyNode { preferred = target }
-        return .ok(parse(call, key: key, response))
+        return .ok(viaStore ? Self.parseStore(call, response) : parse(call, key: key, response))
       case 404 where call == .read:
         if !anyNode { preferred = target }
         return .ok(.value(nil))
@@ -247,6 +260,48 @@ final class WorkloadClient: @unchecked Sendable {
       }
     }
     return .notApplied
+  }
+
+  /// The same operation on the multi-version store's routes.
+  static func storeRequest(_ call: Call, key: String, level: String) -> HTTPRequestData {
+    func txn(_ compare: [JSONValue], _ operation: JSONValue) -> HTTPRequestData {
+      let body = JSONValue(["compare": .array(compare), "success": .array([operation])])
+      return HTTPRequestData(method: .POST, path: "/txn", body: body.serialized())
+    }
+    func put(_ value: String) -> JSONValue {
+      JSONValue(["put": JSONValue(["key": JSONValue(key), "value": JSONValue(value)])])
+    }
+    switch call {
+    case .read:
+      return HTTPRequestData(method: .GET, path: "/key/\(key)?meta=true&level=\(level)")
+    case .write(let value):
+      return txn([], put(value))
+    case .delete:
+      return txn([], JSONValue(["delete": JSONValue(["key": JSONValue(key)])]))
+    case .cas(let expected, let new):
+      let compare =
+        if let expected {
+          JSONValue([
+            "key": JSONValue(key), "target": JSONValue("value"), "result": JSONValue("="),
+            "value": JSONValue(expected),
+          ])
+        } else {
+          JSONValue([
+            "key": JSONValue(key), "target": JSONValue("create"), "result": JSONValue("="),
+            "value": JSONValue(0),
+          ])
+        }
+      return txn([compare], put(new))
+    }
+  }
+
+  static func parseStore(_ call: Call, _ response: HTTPResponseData) -> Response {
+    let object = try? JSONParser.parse(response.body)
+    switch call {
+    case .read: return .value(object?["kvs"]?[0]?["value"]?.stringValue)
+    case .cas: return .cas(succeeded: object?["succeeded"]?.boolValue ?? false)
+    case .write, .delete: return .done
+    }
   }
 
   private func parse(_ call: Call, key: String, _ response: HTTPResponseData) -> Response {

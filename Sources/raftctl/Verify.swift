@@ -33,6 +33,11 @@ struct Verify: AsyncParsableCommand {
   @Flag(help: "Send every request to a random node rather than to the leader.") var readAnyNode = false
   @Option(help: "Concurrent clients.") var clients = 8
   @Option(help: "Keys the clients share.") var keys = 5
+  @Option(
+    help:
+      "Percentage of operations sent through the multi-version store's routes (GET /key/K?meta=true, POST /txn) instead of the course's."
+  )
+  var multiVersionPercent = 50
   @Option(help: "Working directory (data, logs, saved histories).") var dir: String?
   @Option(help: "The raftdb executable (default: next to raftctl).") var raftdb: String?
   @Option(help: "First loopback port to use (three per node).") var firstPort = 21000
@@ -60,6 +65,9 @@ struct Verify: AsyncParsableCommand {
         kinds.append(kind)
       }
     }
+    guard (0...100).contains(multiVersionPercent) else {
+      throw ValidationError("--multi-version-percent must be 0 to 100")
+    }
     guard ["consistent", "default", "stale", "linearizable"].contains(level) else {
       throw ValidationError("unknown level \(level)")
     }
@@ -81,6 +89,7 @@ struct Verify: AsyncParsableCommand {
     options.workload.keys = keys
     options.workload.readLevel = level
     options.workload.readFromAnyNode = readAnyNode
+    options.workload.multiVersionPercent = multiVersionPercent
     print("verify: working directory \(directory.path) (removed after a successful run unless --keep)")
     // Faults and progress print as they happen (the fault log is not repeated at the end).
     let report = try await Verifier.run(options) { message in print("verify: \(message)") }
