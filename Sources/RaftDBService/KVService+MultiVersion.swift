@@ -14,12 +14,16 @@ extension KVService {
     if let reason = limits.violation(ofMultiVersion: .txn(TxnRequest(success: [.range(request)]))) {
       return eventLoop.makeFailedFuture(ServiceError.invalidArgument(reason))
     }
+    let maxResponseBytes = maxResponseBytes
     let read: @Sendable (MVCCStore) throws(ServiceError) -> RangeResult = { store throws(ServiceError) in
+      let response: RangeResponse
       do throws(MVCCError) {
-        return RangeResult(response: try store.range(request), revision: store.revision)
+        response = try store.range(request)
       } catch {
         throw .store(error)
       }
+      try Self.requireWithin(maxResponseBytes, response.kvs)
+      return RangeResult(response: response, revision: store.revision)
     }
     if level == .stale {
       return eventLoop.makeCompletedFuture { () throws(ServiceError) in try read(backend.staleStore()) }
@@ -27,11 +31,40 @@ extension KVService {
     return backend.submitStoreRead(level: level, read).hop(to: eventLoop)
   }
 
-  /// A transaction, applied at one revision by every replica.
+  /// A transaction, applied at one revision by every replica. Its gets count against
+  /// `maxResponseBytes` together: over it, the transaction has applied but its answer is refused
+  /// (`tooLarge`, saying so), as etcd's answer would exceed the client's receive limit.
   public func txn(_ request: TxnRequest, on eventLoop: any EventLoop) -> EventLoopFuture<TxnResult> {
-    multiVersionWrite(.txn(request), on: eventLoop) { result in
+    let maxResponseBytes = maxResponseBytes
+    return multiVersionWrite(.txn(request), on: eventLoop) { result in
       guard case .txn(let response, let revision) = result else { return nil }
       return TxnResult(response: response, revision: revision)
+    }.flatMapThrowing { (result: TxnResult) throws -> TxnResult in
+      var kvs: [MVCCKeyValue] = []
+      Self.collectKeyValues(result.response, into: &kvs)
+      try Self.requireWithin(maxResponseBytes, kvs, applied: true)
+      return result
+    }
+  }
+
+  /// Refuses an answer whose keys and values exceed `limit` bytes.
+  static func requireWithin(_ limit: Int, _ kvs: [MVCCKeyValue], applied: Bool = false) throws(ServiceError) {
+    var bytes = 0
+    for kv in kvs { bytes += kv.key.count + kv.value.count }
+    guard bytes > limit else { return }
+    throw .tooLarge(
+      "the answer holds \(bytes) bytes of keys and values, over the \(limit)-byte limit (-max-response-bytes)"
+        + (applied ? "; the transaction was applied" : "; ask for fewer keys with limit (or keys_only)"))
+  }
+
+  static func collectKeyValues(_ response: TxnResponse, into kvs: inout [MVCCKeyValue]) {
+    for operation in response.responses {
+      switch operation {
+      case .range(let range): kvs += range.kvs
+      case .put(let put): if let previous = put.prevKV { kvs.append(previous) }
+      case .deleteRange(let delete): kvs += delete.prevKVs
+      case .txn(let nested): collectKeyValues(nested, into: &kvs)
+      }
     }
   }
 

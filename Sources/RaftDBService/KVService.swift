@@ -13,12 +13,17 @@ import RaftDBAPI
 /// Validation failures come back as failed futures too, so that an adapter has one error path.
 public struct KVService: Sendable {
   public let limits: KVLimits
+  /// The most bytes of keys and values one answer may carry (a range, a transaction's gets): beyond
+  /// it the request fails with `tooLarge` and the client pages with `limit`, so that one unlimited
+  /// range over a large store cannot make a member build a response of unbounded size.
+  public let maxResponseBytes: Int
   let backend: any ServiceBackend
   let validation: RequestValidation
 
-  public init(backend: any ServiceBackend, limits: KVLimits) {
+  public init(backend: any ServiceBackend, limits: KVLimits, maxResponseBytes: Int = 64 << 20) {
     self.backend = backend
     self.limits = limits
+    self.maxResponseBytes = maxResponseBytes
     validation = RequestValidation(limits: limits)
   }
 

@@ -115,6 +115,11 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(name: .raftdb("max-value-bytes"), help: "Largest value accepted, bytes.")
   var maxValueBytes = 1 << 20
 
+  @Option(
+    name: .raftdb("max-response-bytes"),
+    help: "Most bytes of keys and values in one answer (a range, a transaction's gets); beyond it, 413.")
+  var maxResponseBytes = 64 << 20
+
   @Option(name: .raftdb("max-request-bytes"), help: "Largest request body accepted, bytes.")
   var maxRequestBytes = 8 << 20
 
@@ -197,7 +202,7 @@ struct RaftDBCommand: AsyncParsableCommand {
       throw ValidationError("-election-timeout must be at least twice -heartbeat-interval")
     }
     guard snapshotThreshold > 0, snapshotThresholdBytes > 0, snapshotRetain >= 1, logRetainBytes >= 0,
-      maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxConnections > 0,
+      maxKeyBytes > 0, maxValueBytes > 0, maxRequestBytes > 0, maxResponseBytes > 0, maxConnections > 0,
       httpIdleTimeout > 0, httpHeaderTimeout > 0, httpBodyTimeout > 0, maxPeerConnections > 0,
       maxSnapshotBytes > 0, watchProgressNotifyInterval > 0, maxWatchers > 0, maxWatchBufferBytes > 0
     else {
@@ -251,6 +256,7 @@ struct RaftDBCommand: AsyncParsableCommand {
     options.maxKeyBytes = maxKeyBytes
     options.maxValueBytes = maxValueBytes
     options.maxRequestBytes = maxRequestBytes
+    options.maxResponseBytes = maxResponseBytes
     options.maxConnections = maxConnections
     options.httpIdleTimeoutSeconds = httpIdleTimeout
     options.maxPeerConnections = maxPeerConnections

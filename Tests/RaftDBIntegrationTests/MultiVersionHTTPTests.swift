@@ -149,4 +149,24 @@ import Testing
     #expect(revisions.count == 1, "members agree on the store revision: \(revisions)")
     harness.stopAll()
   }
+
+  /// An answer larger than -max-response-bytes is refused with 413 and says how to page.
+  @Test func largeAnswersAreRefused() async throws {
+    let harness = try ClusterHarness(extraArguments: ["-max-response-bytes", "2000"])
+    let leader = try await harness.startCluster(["node01"])
+    try #require(await Self.waitForVersion3(harness, ["node01"]))
+    let value = String(repeating: "v", count: 100)
+    for i in 0..<40 {
+      _ = try await harness.request(leader, .POST, "/key", body: #"{"big/\#(i)": "\#(value)"}"#)
+    }
+    let all = try await harness.request(leader, .GET, "/key/big/?prefix=true")
+    #expect(all.status == .payloadTooLarge && all.bodyText.contains("limit"), "\(all.bodyText)")
+    let page = try await harness.request(leader, .GET, "/key/big/?prefix=true&limit=10")
+    #expect(page.status == .ok, "\(page.bodyText)")
+    let keysOnly = try await harness.request(leader, .GET, "/key/big/?prefix=true&keys_only=true")
+    #expect(keysOnly.status == .ok, "keys alone fit: \(keysOnly.bodyText)")
+    let txn = try await harness.request(
+      leader, .POST, "/txn", body: #"{"success": [{"get": {"key": "big/", "prefix": true}}]}"#)
+    #expect(txn.status == .payloadTooLarge && txn.bodyText.contains("applied"), "\(txn.bodyText)")
+  }
 }

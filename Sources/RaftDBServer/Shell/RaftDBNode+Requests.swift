@@ -325,7 +325,9 @@ extension RaftDBNode {
   // MARK: Status
 
   /// The service over this node, which the protocol adapters call.
-  public var service: KVService { KVService(backend: self, limits: options.kvLimits) }
+  public var service: KVService {
+    KVService(backend: self, limits: options.kvLimits, maxResponseBytes: options.maxResponseBytes)
+  }
 
   /// The node's state for `/status`, `/health` and `/livez`, as a future (see `submitWrite`).
   public func submitStatus() -> EventLoopFuture<MemberStatus> { loop.flatSubmit { self.statusReport() } }

@@ -57,6 +57,9 @@ public struct ServerOptions: Sendable {
   public var maxValueBytes = 1 << 20
   /// Largest request body accepted, in bytes.
   public var maxRequestBytes = 8 << 20
+  /// Most bytes of keys and values in one answer (a range, a transaction's gets): beyond it the
+  /// request is refused with 413 and the client pages with `limit` (`KVService.maxResponseBytes`).
+  public var maxResponseBytes = 64 << 20
   /// Open client connections at most. A newcomer to a full table evicts the connection that has
   /// waited longest for its own client; when every connection has a request at the node, the
   /// newcomer is closed.
