@@ -5,6 +5,7 @@
 #
 #   bench/watch-fanout.sh                          # 10,000 watchers, 1,000 puts/s, 15 s per phase
 #   WATCHERS=1000 DURATION=5 bench/watch-fanout.sh # a quick look
+#   BUILD=0 bench/watch-fanout.sh                  # without building first
 #
 # The member listens on 127.0.0.1:18091 (HTTP) and 19091 (Raft); it is stopped by pid on exit. Its
 # data directory is under DATA_PARENT (default /tmp). The file limit must exceed WATCHERS (each
@@ -22,8 +23,10 @@ if [ "$(ulimit -n)" -le "$((WATCHERS + 100))" ]; then
   exit 1
 fi
 cd "$ROOT"
-swift build -c release --product raftdb > /dev/null
-swift build -c release --product raftctl > /dev/null
+if [ "${BUILD:-1}" = 1 ]; then # BUILD=0: use what .build/release holds
+  swift build -c release --product raftdb > /dev/null
+  swift build -c release --product raftctl > /dev/null
+fi
 data=$(mktemp -d "$DATA_PARENT/raftdb-watch-bench.XXXXXX")
 .build/release/raftdb -id bench -haddr 127.0.0.1:18091 -raddr 127.0.0.1:19091 \
   -max-connections $((WATCHERS + 1000)) "$data" > "$data.log" 2>&1 &
