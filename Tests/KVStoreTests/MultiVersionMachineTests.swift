@@ -91,7 +91,6 @@ import Testing
   /// A seeded mix of every command, the course's and the multi-version ones.
   static func workload(_ random: inout SplitMix64, steps: Int) -> [KVCommand] {
     var commands: [KVCommand] = []
-    var revision: Int64 = 0
     var leases: [Int64] = []
     for step in 0..<steps {
       let key = "k\(Int.random(in: 0..<40, using: &random))"
@@ -126,7 +125,6 @@ import Testing
           }
         }
       case 8:
-        revision += 1
         commands.append(.compact(revision: Int64(step / 3)))
       default:
         var read = RangeRequest(range: .prefix(bytes("k")))
