@@ -86,6 +86,37 @@ import Testing
     previous.stop()
   }
 
+  /// A raftctl that stops reading (SIGSTOP) is cancelled by the member as too slow; once it runs
+  /// again it resumes from where the member stopped on its own, and prints every change once.
+  @Test func watchResumesAfterTheMemberCancelsItAsTooSlow() async throws {
+    let harness = try ClusterHarness(extraArguments: ["-max-watch-buffer-bytes", "65536"])
+    let leader = try await harness.startCluster(["node01"])
+    try #require(await MultiVersionHTTPTests.waitForVersion3(harness, ["node01"]))
+    let client = harness.client()
+    let watch = try BackgroundRaftctl(
+      harness, "slow", ["watch", "big/", "--prefix", "--endpoints", harness.spec(leader).http])
+    defer { watch.stop() }
+    #expect(await harness.eventually { await harness.metric("raftdb_watchers", leader) == 1 })
+    watch.signal(SIGSTOP)
+    let value = String(repeating: "x", count: 30_000)
+    var expected: [String] = []
+    for i in 0..<500 {
+      _ = try await client.put(["big/\(i)": "\(i)\(value)"])
+      expected += ["PUT", "big/\(i)", "\(i)\(value)"]
+    }
+    #expect(await harness.eventually { await harness.metric("raftdb_watch_cancelled_total", leader) == 1 })
+    watch.signal(SIGCONT)
+    #expect(
+      await harness.eventually(timeout: .seconds(40)) { watch.lines().count >= expected.count },
+      "\(watch.stderr())")
+    try await Task.sleep(for: .milliseconds(300))
+    let lines = watch.lines()
+    #expect(
+      lines.count == expected.count && lines == expected, "every change once, in order: \(watch.stderr())")
+    #expect(watch.stderr().contains("resuming from revision"), "\(watch.stderr())")
+    #expect(watch.isRunning)
+  }
+
   @Test func watchRefusesBadFlagsAndSaysWhenNothingAnswers() throws {
     for arguments in [
       ["watch", "a", "--filter", "nothing"], ["watch", "a", "--rev", "0"], ["watch"],
@@ -136,6 +167,8 @@ final class BackgroundRaftctl: @unchecked Sendable {
     kill(process.processIdentifier, SIGKILL)
     process.waitUntilExit()
   }
+
+  func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
   func stdout() -> String { (try? String(contentsOf: out, encoding: .utf8)) ?? "" }
   func stderr() -> String { (try? String(contentsOf: err, encoding: .utf8)) ?? "" }
