@@ -37,3 +37,8 @@ struct ConnectionFailure {
     }
   }
 }
+
+/// Why a connection failed, as an operator reads it ("connection refused") rather than NIO's dump.
+public func describeConnectionError(_ error: any Error) -> String {
+  ConnectionFailure(error).text
+}

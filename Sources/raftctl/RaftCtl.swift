@@ -16,13 +16,14 @@ struct RaftCtl: AsyncParsableCommand {
       endpoint when one is down. Output is for people; -w json prints what the server answered.
 
       Exit status: 0 success; 1 the key or lease was not found (get, lease ttl) or the comparison \
-      failed (cas); 2 the server refused the request; 64 a usage error; 69 the cluster is unavailable (no endpoint \
+      failed (cas); 2 the server refused the request (or compacted what a watch needed); 64 a usage error; 69 the cluster is unavailable (no endpoint \
       reachable, or no leader within --timeout).
       """,
     version: RaftCtl.versionText,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
-      Transfer.self, Lease.self, Txn.self, Lock.self, Cluster.self, Bench.self, WatchBench.self, Verify.self,
+      Transfer.self, Lease.self, Txn.self, Lock.self, Watch.self, Cluster.self, Bench.self, WatchBench.self,
+      Verify.self,
     ])
 
   /// What `--version` prints: this build, and the newest cluster version and data format it
