@@ -246,7 +246,7 @@ final class WatchChecker: SimulationObserver {
       clients[i].messages.append(events)
       clients[i].next = max(clients[i].next, response.revision + 1)
       counts.events += events.count
-      if response.revision < members[clients[i].node ?? NodeID(0)]?.store.revision ?? 0 {
+      if let node = clients[i].node, let member = members[node], response.revision < member.store.revision {
         counts.replayedPieces += 1
       }
     case .progress:
@@ -270,7 +270,13 @@ final class WatchChecker: SimulationObserver {
   /// After the run: every client reads to the end on the most advanced member; then each stream
   /// is compared with the history.
   func finish() {
-    guard let (node, member) = members.max(by: { $0.value.applied < $1.value.applied }) else {
+    // Ties go to the lowest node id: dictionary order differs between processes, and a seed must
+    // replay exactly.
+    guard
+      let (node, member) = members.max(by: {
+        ($0.value.applied, $1.key.rawValue) < ($1.value.applied, $0.key.rawValue)
+      })
+    else {
       problems.append("no member is up at the end")
       return
     }
