@@ -156,7 +156,7 @@ final class ClusterHarness: @unchecked Sendable {
   /// Sends one request to one node without following redirects.
   func request(
     _ name: String, _ method: HTTPMethod, _ path: String, body: String? = nil,
-    headers: [(String, String)] = []
+    headers: [(String, String)] = [], timeout: TimeAmount = .seconds(15)
   ) async throws -> HTTPResponseData {
     let spec = spec(name)
     let connection = try await HTTPConnection.connect(
@@ -164,7 +164,7 @@ final class ClusterHarness: @unchecked Sendable {
     defer { Task { await connection.close() } }
     return try await connection.send(
       HTTPRequestData(method: method, path: path, headers: headers, body: Array((body ?? "").utf8)),
-      timeout: .seconds(15))
+      timeout: timeout)
   }
 
   /// A client over every running node.
