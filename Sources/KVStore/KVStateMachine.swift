@@ -27,6 +27,8 @@ public final class KVStateMachine {
   /// The multi-version store: every key's history since the last compaction, and the leases.
   public private(set) var store = MVCCStore()
   private var idempotency = IdempotencyTable()
+  /// Bytes of held state the last applied command dropped (a compaction's; 0 for anything else).
+  public private(set) var bytesDroppedByLastApply = 0
 
   public init(limits: KVLimits = KVLimits(), supportedClusterVersion: UInt32 = ClusterVersion.latest) {
     // Entries record lengths in 32 bits.
@@ -53,6 +55,8 @@ public final class KVStateMachine {
   public func apply(index: UInt64, data: [UInt8]) -> KVApplyOutcome {
     precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
     appliedIndex = index
+    let heldBefore = store.heldBytes
+    defer { bytesDroppedByLastApply = max(0, heldBefore - store.heldBytes) }
     return data.withUnsafeBytes { apply($0) }
   }
 

@@ -69,6 +69,15 @@ public protocol ReplicatedStateMachine: AnyObject {
   func apply(_ entry: LogEntry) -> Output
   /// Moves past an entry that carries no command (a leader's no-op or a configuration).
   func advance(past entry: LogEntry)
+  /// What applying the command in `entry` (just applied) counts towards the group's byte threshold
+  /// for the next snapshot. The default is the entry's size. A machine whose small commands can
+  /// drop much of its state (a compaction of history) counts what they dropped as well, so that
+  /// the next snapshot, the one a restart loads, soon stops carrying it.
+  func snapshotWeight(ofApplied entry: LogEntry) -> Int
+}
+
+extension ReplicatedStateMachine {
+  public func snapshotWeight(ofApplied entry: LogEntry) -> Int { entry.data.count }
 }
 
 /// Durable snapshots of the state machine.

@@ -225,11 +225,11 @@ public final class RaftGroup<Machine: ReplicatedStateMachine> {
     answered.removeAll(keepingCapacity: true)
     var containedCommands = false
     for entry in entries {
-      appliedBytesSinceSnapshot += entry.data.count
       let waiting = proposals.removeValue(forKey: entry.index)
       switch entry.kind {
       case .command:
         let output = machine.apply(entry)
+        appliedBytesSinceSnapshot += machine.snapshotWeight(ofApplied: entry)
         containedCommands = true
         if let waiting, case .command(let completion) = waiting.waiter {
           if waiting.term == entry.term {
