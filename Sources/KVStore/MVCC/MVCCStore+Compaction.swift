@@ -54,7 +54,11 @@ extension MVCCStore {
       index.forEach(from: [], below: nil) { key, newest in
         let (kept, dropped) = Self.compact(newest, at: revision)
         droppedBytes += dropped
-        if let kept { compacted.insert(kept, forKey: key) } else { droppedBytes += key.count }
+        if let kept {
+          compacted.insert(Self.freshCopy(of: kept), forKey: Self.freshCopy(of: key))
+        } else {
+          droppedBytes += key.count
+        }
         return true
       }
       index = compacted
@@ -98,6 +102,33 @@ extension MVCCStore {
     }
     compactRevision = revision
     heldBytes -= droppedBytes
+  }
+
+  /// A rebuild moves what it keeps into new allocations, made one key after another. Without
+  /// that, the kept keys and values stayed where they were allocated, spread over the pages of
+  /// the history that was dropped, one or two to a page, so that no page became free: with a
+  /// million keys overwritten once and compacted, resident memory stayed at 4.78× the live data
+  /// (`bench/memory.sh`, with the trims after a compaction), against 1.99–2.08× with the copies.
+  /// Copying a million keys and values costs a fraction of the rebuild itself (a full compaction
+  /// of that store took 2.16 s with them, within the 2.15–2.51 s measured without).
+  static func freshCopy(of bytes: [UInt8]) -> [UInt8] {
+    bytes.withUnsafeBufferPointer { [UInt8]($0) }
+  }
+
+  static func freshCopy(of newest: Change) -> Change {
+    var chain: [Change] = []
+    var change: Change? = newest
+    while let current = change {
+      chain.append(current)
+      change = current.older
+    }
+    var copy: Change? = nil
+    for current in chain.reversed() {
+      copy = Change(
+        revision: current.revision, value: current.value.map(freshCopy(of:)),
+        createRevision: current.createRevision, version: current.version, lease: current.lease, older: copy)
+    }
+    return copy!
   }
 
   /// The changes of one key that survive a compaction at `revision` (nil if none do, and then the

@@ -54,6 +54,9 @@ public final class RaftDBNode: @unchecked Sendable {
   var admissionMembers: Set<NodeID> = []
   var configurationVersion: UInt64 = 0
   var lastAdmissionKey: AdmissionKey?
+  /// The store's compacted revision when `applied` last looked: a change means a compaction freed
+  /// history, which is then handed back to the system (`releaseFreedMemory`).
+  var lastCompactRevision: Int64 = 0
   var ticker: RepeatedTask?
   /// The leader's cluster version monitor (RaftDBNode+ClusterVersion.swift).
   let versionMonitor = NIOLockedValueBox<Task<Void, Never>?>(nil)
@@ -141,7 +144,12 @@ public final class RaftDBNode: @unchecked Sendable {
     metrics.appliedIndex.record(Int64(clamping: machine.appliedIndex))
     metrics.commitIndex.record(Int64(clamping: raft.commitIndex))
     metrics.keys.record(Int64(machine.count))
-    metrics.compactRevision.record(machine.store.compactRevision)
+    let compactRevision = machine.store.compactRevision
+    metrics.compactRevision.record(compactRevision)
+    if compactRevision != lastCompactRevision {
+      lastCompactRevision = compactRevision
+      releaseMemoryFreedByCompaction()
+    }
   }
 
   /// Who the transport should accept connections from, as of now.
