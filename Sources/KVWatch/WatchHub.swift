@@ -149,7 +149,9 @@ public struct WatchHub: Sendable {
       first = newer.compactRevision + 1
     }
     store = newer
-    if newer.revision >= first {
+    // Without watchers there is no one to read the events, which cost a history walk with the
+    // previous values per revision.
+    if newer.revision >= first && !watchers.isEmpty {
       dispatch(newer.history(in: nil, from: first, through: newer.revision, prevKV: true).events)
     }
     // A synced watcher's `next` is left where it started (it filters events below a future start);
