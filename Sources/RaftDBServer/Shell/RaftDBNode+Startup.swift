@@ -49,7 +49,9 @@ extension RaftDBNode {
     let storage = try FileStorage(
       directory: options.dataDirectory, options: storageOptions, fileSystem: faults ?? POSIXFileSystem(),
       logger: logger)
+    let recoveryStart = ContinuousClock.now
     let recovered = try storage.recover()
+    let recoveredAfter = ContinuousClock.now - recoveryStart
     if let faults, let writes = options.testDiskFullAfterWALWrites {
       logger.warning("test fault: WAL write \(writes) from now on fails with ENOSPC")
       faults.fail(.write, onCall: max(1, writes), errno: ENOSPC, pathContains: "/wal/", sticky: true)
@@ -74,7 +76,14 @@ extension RaftDBNode {
     if let snapshot = recovered.snapshot {
       let source = try storage.snapshots.open(snapshot)
       defer { source.close() }
+      let restoreStart = ContinuousClock.now
       try machine.restore(appliedIndex: snapshot.index) { try source.read(maxBytes: 1 << 20) }
+      logger.info(
+        "restored the state machine from the local snapshot",
+        metadata: [
+          "index": "\(snapshot.index)", "duration": "\(ContinuousClock.now - restoreStart)",
+          "storage_recovery": "\(recoveredAfter)",
+        ])
     }
 
     var mustJoin = false
