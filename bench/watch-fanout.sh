@@ -6,6 +6,7 @@
 #   bench/watch-fanout.sh                          # 10,000 watchers, 1,000 puts/s, 15 s per phase
 #   WATCHERS=1000 DURATION=5 bench/watch-fanout.sh # a quick look
 #   BUILD=0 bench/watch-fanout.sh                  # without building first
+#   PIN=1 bench/watch-fanout.sh                    # the member on CPU 0, the generator on CPU 1
 #
 # The member listens on 127.0.0.1:18091 (HTTP) and 19091 (Raft); it is stopped by pid on exit. Its
 # data directory is under DATA_PARENT (default /tmp). The file limit must exceed WATCHERS (each
@@ -28,7 +29,11 @@ if [ "${BUILD:-1}" = 1 ]; then # BUILD=0: use what .build/release holds
   swift build -c release --product raftctl > /dev/null
 fi
 data=$(mktemp -d "$DATA_PARENT/raftdb-watch-bench.XXXXXX")
-.build/release/raftdb -id bench -haddr 127.0.0.1:18091 -raddr 127.0.0.1:19091 \
+# PIN=1 keeps the load generator off the member's core (taskset), so that the member's own cost of
+# delivering shows apart from the generator's.
+member_cpu=() generator_cpu=()
+if [ "${PIN:-0}" = 1 ]; then member_cpu=(taskset -c 0) generator_cpu=(taskset -c 1); fi
+"${member_cpu[@]}" .build/release/raftdb -id bench -haddr 127.0.0.1:18091 -raddr 127.0.0.1:19091 \
   -max-connections $((WATCHERS + 1000)) "$data" > "$data.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2> /dev/null; wait "$server" 2> /dev/null; rm -rf "$data" "$data.log"' EXIT
@@ -36,7 +41,7 @@ for _ in $(seq 100); do
   curl -sf 127.0.0.1:18091/version | grep -q '"cluster":3' && break
   sleep 0.1
 done
-echo "== $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-.build/release/raftctl watch-bench --endpoint 127.0.0.1:18091 --watchers "$WATCHERS" --keys "$KEYS" \
+echo "== $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), pinned: ${PIN:-0}"
+"${generator_cpu[@]}" .build/release/raftctl watch-bench --endpoint 127.0.0.1:18091 --watchers "$WATCHERS" --keys "$KEYS" \
   --rate "$RATE" --duration "$DURATION"
 echo "server: $(grep -E '^(VmHWM|VmRSS)' /proc/$server/status | tr -s ' ' | tr '\n' ' ')"
