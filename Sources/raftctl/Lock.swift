@@ -41,7 +41,8 @@ struct Lock: AsyncParsableCommand {
     let keeper = Task { await Self.keepAlive(lease, ttl: ttl, client: renewals) }
     let status: Int32
     do {
-      let revision = try await Self.acquire(key, prefix: prefix, lease: lease, client: client)
+      let revision = try await Self.acquire(
+        key, prefix: prefix, lease: lease, client: client, endpoints: connection.endpoints.list)
       status = try await Self.runCommand(command, key: key, revision: revision)
     } catch {
       keeper.cancel()
@@ -53,9 +54,13 @@ struct Lock: AsyncParsableCommand {
     if status != 0 { throw ExitCode(status) }
   }
 
-  /// Creates `key` under `lease` (if no one has: compare its create revision with 0), then waits
-  /// until it is the oldest key under `prefix`; returns its create revision, the fencing token.
-  static func acquire(_ key: String, prefix: String, lease: Int, client: RaftDBClient) async throws -> Int {
+  /// Creates `key` holding `value` under `lease` (if no one has: compare its create revision with
+  /// 0), then waits until it is the oldest key under `prefix`; returns its create revision, the
+  /// fencing token. Between reads of the queue it watches the prefix for deletes (as etcdctl
+  /// watches the key just before its own), through `endpoints`.
+  static func acquire(
+    _ key: String, value: String = "", prefix: String, lease: Int, client: RaftDBClient, endpoints: [String]
+  ) async throws -> Int {
     let create = JSONValue([
       "compare": .array([
         JSONValue([
@@ -65,7 +70,7 @@ struct Lock: AsyncParsableCommand {
       ]),
       "success": .array([
         JSONValue([
-          "put": JSONValue(["key": JSONValue(key), "value": JSONValue(""), "lease": JSONValue(lease)])
+          "put": JSONValue(["key": JSONValue(key), "value": JSONValue(value), "lease": JSONValue(lease)])
         ])
       ]),
       "failure": .array([JSONValue(["get": JSONValue(["key": JSONValue(key)])])]),
@@ -78,8 +83,6 @@ struct Lock: AsyncParsableCommand {
     else {
       throw RaftDBClientError.badResponse("no revision for the lock key in \(outcome)")
     }
-    // Polling every 200 ms until the holders before us have gone: raftdb has no watch yet (etcdctl
-    // watches the delete of the key just before its own instead).
     while true {
       guard let waiters = try await client.range(prefix, prefix: true, keysOnly: true, level: .consistent)
       else { throw RaftDBClientError.badResponse("no answer for the range \(prefix)") }
@@ -89,13 +92,21 @@ struct Lock: AsyncParsableCommand {
       }
       let oldest = kvs.compactMap { $0["create_revision"]?.intValue }.min()
       if oldest == revision { return revision }
-      try await Task.sleep(for: .milliseconds(200))
+      try Task.checkCancellation()
+      await PrefixChanges.next(
+        after: waiters["revision"]?.intValue ?? revision, under: prefix, endpoints: endpoints,
+        deletesOnly: true)
     }
   }
 
   /// Renews `lease` every third of its TTL until cancelled, on a client of its own so that its
-  /// renewals never wait behind the lock's requests; warns on stderr if the lease is lost.
-  static func keepAlive(_ lease: Int, ttl: Int, client: RaftDBClient) async {
+  /// renewals never wait behind the lock's requests; warns on stderr if the lease is lost. Returns
+  /// whether it was.
+  @discardableResult
+  static func keepAlive(_ lease: Int, ttl: Int, client: RaftDBClient, holding what: String = "lock")
+    async -> Bool
+  {
+    var lost = false
     while !Task.isCancelled {
       try? await Task.sleep(for: .milliseconds(ttl * 1000 / 3))
       if Task.isCancelled { break }
@@ -108,15 +119,18 @@ struct Lock: AsyncParsableCommand {
         // Cancelled: the lease was revoked on purpose, after the command.
         if Task.isCancelled { break }
         FileHandle.standardError.write(
-          Data("raftctl: warning: lock lease \(leaseHex(lease)) lost; the lock is no longer held\n".utf8))
+          Data(
+            "raftctl: warning: \(what) lease \(leaseHex(lease)) lost; the \(what) is no longer held\n".utf8))
+        lost = true
         break
       } catch {
         if Task.isCancelled { break }
         FileHandle.standardError.write(
-          Data("raftctl: warning: lock lease \(leaseHex(lease)) not renewed: \(error)\n".utf8))
+          Data("raftctl: warning: \(what) lease \(leaseHex(lease)) not renewed: \(error)\n".utf8))
       }
     }
     await client.close()
+    return lost
   }
 
   /// Runs `command` (looked up on PATH) with the lock's key and fencing token in its environment,

@@ -22,7 +22,8 @@ struct RaftCtl: AsyncParsableCommand {
     version: RaftCtl.versionText,
     subcommands: [
       Put.self, Get.self, Delete.self, CompareAndSet.self, Status.self, Members.self, Join.self, Remove.self,
-      Transfer.self, Lease.self, Txn.self, Lock.self, Watch.self, Cluster.self, Bench.self, WatchBench.self,
+      Transfer.self, Lease.self, Txn.self, Lock.self, Elect.self, Watch.self, Cluster.self, Bench.self,
+      WatchBench.self,
       Verify.self,
     ])
 

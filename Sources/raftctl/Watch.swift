@@ -226,7 +226,7 @@ private struct Watcher {
 }
 
 /// Whether a connection got as far as a 2xx head (set from the event loop).
-private final class OpenFlag: @unchecked Sendable {
+final class OpenFlag: @unchecked Sendable {
   // Unchecked: `value` is behind `lock`.
   private let lock = NSLock()
   private var opened = false

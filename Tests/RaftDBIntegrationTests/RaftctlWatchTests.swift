@@ -170,6 +170,15 @@ final class BackgroundRaftctl: @unchecked Sendable {
 
   func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
+  /// Waits up to `timeout` for the process to exit: its status, or nil if it still runs.
+  func exitStatus(within timeout: Duration) async -> Int32? {
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(50))
+    }
+    return process.isRunning ? nil : process.terminationStatus
+  }
+
   func stdout() -> String { (try? String(contentsOf: out, encoding: .utf8)) ?? "" }
   func stderr() -> String { (try? String(contentsOf: err, encoding: .utf8)) ?? "" }
 
