@@ -7,6 +7,7 @@
 #   WATCHERS=1000 DURATION=5 bench/watch-fanout.sh # a quick look
 #   BUILD=0 bench/watch-fanout.sh                  # without building first
 #   PIN=1 bench/watch-fanout.sh                    # the member on CPU 0, the generator on CPU 1
+#   DATA_PARENT=/dev/shm bench/watch-fanout.sh     # the data directory on tmpfs: no disk stalls
 #
 # The member listens on 127.0.0.1:18091 (HTTP) and 19091 (Raft); it is stopped by pid on exit. Its
 # data directory is under DATA_PARENT (default /tmp). The file limit must exceed WATCHERS (each
@@ -43,5 +44,5 @@ for _ in $(seq 100); do
 done
 echo "== $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), pinned: ${PIN:-0}"
 "${generator_cpu[@]}" .build/release/raftctl watch-bench --endpoint 127.0.0.1:18091 --watchers "$WATCHERS" --keys "$KEYS" \
-  --rate "$RATE" --duration "$DURATION"
+  --rate "$RATE" --duration "$DURATION" --member-pid "$server"
 echo "server: $(grep -E '^(VmHWM|VmRSS)' /proc/$server/status | tr -s ' ' | tr '\n' ' ')"
