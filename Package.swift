@@ -197,6 +197,10 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
       ]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
+    // The generated etcd messages against etcd's encoding, and its gRPC method names.
+    .testTarget(
+      name: "EtcdAPITests",
+      dependencies: ["EtcdAPI", .product(name: "GRPCCore", package: "grpc-swift-2")]),
   ],
   swiftLanguageModes: [.v6]
 )
