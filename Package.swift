@@ -21,6 +21,10 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+    // No traits, as grpc-swift-protobuf asks: the default ones bring Foundation streams in, unused here.
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
   ],
   targets: [
     // The consensus algorithm as a pure, deterministic state machine. Imports nothing.
@@ -30,6 +34,16 @@ let package = Package(
     .target(name: "JSON"),
     // What raftdb's clients and servers share: read levels and member addresses. Imports nothing.
     .target(name: "RaftDBAPI"),
+    // etcd v3's gRPC messages and service stubs, generated from etcd 3.4's protos by
+    // scripts/generate-etcd-protos.sh. Imports nothing of ours.
+    .target(
+      name: "EtcdAPI",
+      dependencies: [
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+      ],
+      path: "Sources/EtcdAPI"),
     // One Raft group's runtime (core, state machine, Ready loop, reads, snapshots), generic over its
     // clock, storage, network and state machine: the server and the simulator both run it.
     .target(name: "RaftGroup", dependencies: ["Raft"]),
@@ -183,6 +197,10 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
       ]),
     .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "wal-crash-writer"]),
+    // The generated etcd messages against etcd's encoding, and its gRPC method names.
+    .testTarget(
+      name: "EtcdAPITests",
+      dependencies: ["EtcdAPI", .product(name: "GRPCCore", package: "grpc-swift-2")]),
   ],
   swiftLanguageModes: [.v6]
 )
