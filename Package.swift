@@ -23,6 +23,7 @@ let package = Package(
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
     .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
     // No traits, as grpc-swift-protobuf asks: the default ones bring Foundation streams in, unused here.
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
   ],
@@ -100,6 +101,17 @@ let package = Package(
         "Raft", "KVStore", "KVWatch", "RaftDBAPI",
         .product(name: "NIOCore", package: "swift-nio"),
       ]),
+    // etcd's v3 gRPC API: the services over RaftDBService, with etcd's errors (issue 15).
+    .target(
+      name: "EtcdGRPC",
+      dependencies: [
+        "EtcdAPI", "KVStore", "RaftDBAPI", "RaftDBService",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ]),
     .target(
       name: "RaftDBServer",
       dependencies: [
@@ -118,7 +130,7 @@ let package = Package(
     .executableTarget(
       name: "raftdb",
       dependencies: [
-        "RaftDBServer", "RaftDBClient", "RaftDBAPI", "KVStore",
+        "RaftDBServer", "RaftDBClient", "RaftDBAPI", "KVStore", "EtcdGRPC",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ]),

@@ -165,6 +165,9 @@ public struct KVService: Sendable {
 
   /// This member's build version and the cluster version.
   public func versions() -> VersionInfo { backend.versions() }
+
+  /// Cluster id, member id and term for a response header, on the caller's thread.
+  public func memberHeader() -> MemberHeader { backend.memberHeader() }
 }
 
 public struct PutResult: Sendable {

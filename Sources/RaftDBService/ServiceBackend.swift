@@ -38,6 +38,9 @@ public protocol ServiceBackend: Sendable {
   /// election timeouts, so that a lease can outlive one election).
   var minimumLeaseTTL: Int64 { get }
   func submitStatus() -> EventLoopFuture<MemberStatus>
+  /// The cluster id, member id and current term, for etcd's response headers: answered on the
+  /// caller's thread (the term as of the node's last turn).
+  func memberHeader() -> MemberHeader
   /// This member's build and the cluster version its state machine last published: answered on the
   /// caller's thread.
   func versions() -> VersionInfo
@@ -51,6 +54,20 @@ public protocol ServiceBackend: Sendable {
   /// Hands leadership to `name` (nil: the most caught-up voter) and waits until it took over;
   /// returns the new leader.
   func transferLeadership(to name: String?) async throws(ServiceError) -> MemberInfo
+}
+
+/// Who answered a request, and in which term: etcd's ResponseHeader without the revision, which
+/// each request's result carries.
+public struct MemberHeader: Sendable, Equatable {
+  public var clusterID: UInt64
+  public var memberID: UInt64
+  public var raftTerm: UInt64
+
+  public init(clusterID: UInt64, memberID: UInt64, raftTerm: UInt64) {
+    self.clusterID = clusterID
+    self.memberID = memberID
+    self.raftTerm = raftTerm
+  }
 }
 
 /// What `GET /version` says: the newest cluster version this member's build supports, and the one

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EtcdGRPC
 import Foundation
 import KVStore
 import Logging
@@ -38,6 +39,12 @@ struct RaftDBCommand: AsyncParsableCommand {
 
   @Option(name: .raftdb("haddr"), help: "HTTP API address, host:port.")
   var haddr = "localhost:8091"
+
+  @Option(
+    name: .raftdb("gaddr"),
+    help:
+      "etcd's v3 gRPC API (KV so far) is served on -haddr; this adds a listener of its own, host:port.")
+  var gaddr: String?
 
   @Option(name: .raftdb("raddr"), help: "Raft address for peers, host:port.")
   var raddr = "localhost:8089"
@@ -189,6 +196,9 @@ struct RaftDBCommand: AsyncParsableCommand {
   func validate() throws {
     guard splitHostPort(haddr) != nil else { throw ValidationError("-haddr must be host:port, got \(haddr)") }
     guard splitHostPort(raddr) != nil else { throw ValidationError("-raddr must be host:port, got \(raddr)") }
+    if let gaddr, splitHostPort(gaddr) == nil {
+      throw ValidationError("-gaddr must be host:port, got \(gaddr)")
+    }
     if let join, endpointHostPort(join) == nil {
       throw ValidationError("-join must be host:port or http://host:port, got \(join)")
     }
@@ -304,19 +314,37 @@ struct RaftDBCommand: AsyncParsableCommand {
         ListenAddress(flag: "-haddr", address: haddr),
         raftListen.map { ListenAddress(flag: "-raft-listen", address: $0) }
           ?? ListenAddress(flag: "-raddr", address: raddr),
-      ], group: group)
+      ] + (gaddr.map { [ListenAddress(flag: "-gaddr", address: $0)] } ?? []), group: group)
     try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
     let fatal = FatalExit()
     let node = try await RaftDBNode.start(options: options, logger: logger, networkGroup: group) { reason in
       fatal.exit(reason)
     }
     let (host, port) = splitHostPort(haddr)!
+    let http2 = HTTP2Handoff()
     let server = try await RaftDBHTTPServer.start(
-      node: node, host: host, port: port, group: group, logger: logger)
+      node: node, host: host, port: port, group: group, logger: logger, http2: http2)
     fatal.answerBeforeExiting(server)
+    var serving: [ServiceGroupConfiguration.ServiceConfiguration] = [
+      .init(service: NodeService(node: node)), .init(service: HTTPService(server: server)),
+    ]
+    // etcd's gRPC API on the HTTP port (connections that open with HTTP/2's preface), and on
+    // -gaddr too when asked. The services stop in reverse order: gRPC first, then HTTP.
+    let grpcLimits = EtcdGRPCServer.Limits(
+      maxRequestBytes: maxRequestBytes, maxIdleTime: .seconds(Int64(httpIdleTimeout)))
+    let shared = try await EtcdGRPCServer.start(
+      service: node.service, sharedPort: server.localAddress?.port ?? port, group: group, limits: grpcLimits,
+      logger: logger)
+    http2.install(shared.acceptConnection)
+    serving.append(.init(service: GRPCService(server: shared, handoff: http2)))
+    if let gaddr, let (gHost, gPort) = splitHostPort(gaddr) {
+      let grpc = try await EtcdGRPCServer.start(
+        service: node.service, host: gHost, port: gPort, group: group, limits: grpcLimits, logger: logger)
+      serving.append(.init(service: GRPCService(server: grpc, handoff: nil)))
+    }
     let services = ServiceGroup(
       configuration: .init(
-        services: [.init(service: NodeService(node: node)), .init(service: HTTPService(server: server))],
+        services: serving,
         gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await services.run()
     logger.info("raftdb stopped")
@@ -373,6 +401,19 @@ struct HTTPService: Service {
 
   func run() async throws {
     try? await gracefulShutdown()
+    await server.shutdown()
+  }
+}
+
+/// Serves etcd's gRPC API until shutdown, then lets the calls in flight finish (before the node
+/// stops).
+struct GRPCService: Service {
+  let server: EtcdGRPCServer
+  let handoff: HTTP2Handoff?
+
+  func run() async throws {
+    try? await gracefulShutdown()
+    handoff?.uninstall()
     await server.shutdown()
   }
 }

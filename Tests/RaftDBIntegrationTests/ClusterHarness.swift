@@ -329,10 +329,19 @@ extension ClusterHarness {
   static func runRaftctl(_ arguments: [String], stdin: String? = nil, timeout: Double = 30) throws
     -> CommandRun
   {
-    let process = Process()
-    process.executableURL =
+    try runProcess(
       ProcessInfo.processInfo.environment["RAFTDB_TEST_RAFTCTL"].map { URL(fileURLWithPath: $0) }
-      ?? executable.deletingLastPathComponent().appendingPathComponent("raftctl")
+        ?? executable.deletingLastPathComponent().appendingPathComponent("raftctl"),
+      arguments, stdin: stdin, timeout: timeout)
+  }
+
+  /// Runs a program to its end, killing it after `timeout` seconds; `stdin` is written to its
+  /// standard input (nil: it inherits the test's).
+  static func runProcess(_ executable: URL, _ arguments: [String], stdin: String? = nil, timeout: Double = 30)
+    throws -> CommandRun
+  {
+    let process = Process()
+    process.executableURL = executable
     process.arguments = arguments
     let out = Pipe()
     let err = Pipe()

@@ -182,6 +182,8 @@ final class MachineBackend: ServiceBackend {
     }
   }
 
+  func memberHeader() -> MemberHeader { MemberHeader(clusterID: 1, memberID: 1, raftTerm: 1) }
+
   func versions() -> VersionInfo {
     VersionInfo(server: ClusterVersion.latest, cluster: state.withLock { $0.machine.clusterVersion })
   }

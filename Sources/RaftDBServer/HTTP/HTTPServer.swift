@@ -26,9 +26,11 @@ public final class RaftDBHTTPServer: Sendable {
     self.logger = logger
   }
 
-  /// Binds `host:port` and starts serving `node`'s API on `group`'s loops.
+  /// Binds `host:port` and starts serving `node`'s API on `group`'s loops. Connections that open
+  /// with HTTP/2's preface go to `http2` (etcd's gRPC API); the rest are HTTP/1.1.
   public static func start(
-    node: RaftDBNode, host: String, port: Int, group: any EventLoopGroup, logger: Logger
+    node: RaftDBNode, host: String, port: Int, group: any EventLoopGroup, logger: Logger,
+    http2: HTTP2Handoff? = nil
   ) async throws -> RaftDBHTTPServer {
     let api = HTTPAdapter(service: node.service, metrics: node.metrics)
     let options = node.options
@@ -57,9 +59,14 @@ public final class RaftDBHTTPServer: Sendable {
         guard connections.admit(channel, activity: activity) else {
           return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
         }
-        return channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addRaftDBHTTPHandlers(
+        let sniffer = ProtocolSniffer(
+          handoff: http2, activity: activity, idleTimeout: limits.idleTimeout, logger: logger
+        ) { context in
+          try context.pipeline.syncOperations.addRaftDBHTTPHandlers(
             api: api, limits: limits, budget: budget, activity: activity, refusals: refusals)
+        }
+        return channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(sniffer)
         }
       }
       .bind(host: host, port: port)

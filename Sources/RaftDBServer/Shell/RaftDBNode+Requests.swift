@@ -332,6 +332,11 @@ extension RaftDBNode {
   /// The node's state for `/status`, `/health` and `/livez`, as a future (see `submitWrite`).
   public func submitStatus() -> EventLoopFuture<MemberStatus> { loop.flatSubmit { self.statusReport() } }
 
+  public func memberHeader() -> MemberHeader {
+    MemberHeader(
+      clusterID: clusterID, memberID: id.rawValue, raftTerm: publishedTerm.load(ordering: .relaxed))
+  }
+
   private func statusReport() -> EventLoopFuture<MemberStatus> {
     let status = self.raft.status
     return self.loop.makeSucceededFuture(

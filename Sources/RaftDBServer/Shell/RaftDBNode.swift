@@ -10,6 +10,7 @@ import RaftDBService
 import RaftGroup
 import RaftStorage
 import RaftTransport
+import Synchronization
 
 /// One raftdb server: the process shell around the node's `RaftGroup`. It owns the group's thread
 /// (`loop`, one dedicated event loop, which also runs the peer connections so that a peer's message
@@ -44,6 +45,8 @@ public final class RaftDBNode: @unchecked Sendable {
   /// answered on the HTTP thread from this copy, without a hop to `loop` and back. Taking the copy
   /// is O(1) (persistent tries); the next writes copy the paths they touch.
   let readView: NIOLockedValueBox<KVSnapshot>
+  /// The core's term after the last turn, for response headers read on other threads.
+  let publishedTerm = Atomic<UInt64>(0)
   /// This member's watchers, on a thread of their own, fed every published read view.
   public let watches: WatchDispatcher
   let watchLoopGroup: MultiThreadedEventLoopGroup
@@ -167,6 +170,7 @@ public final class RaftDBNode: @unchecked Sendable {
   /// Tells the transport when who may connect changed (a configuration, a term, a leader, or the
   /// grace for unknown leaders running out).
   func publishAdmission() {
+    publishedTerm.store(raft.currentTerm, ordering: .relaxed)
     // Called after every turn: compare what admission depends on before building it (it allocates).
     let key = AdmissionKey(
       term: raft.currentTerm, leader: raft.knownLeader, trustVersion: raft.trustVersion,

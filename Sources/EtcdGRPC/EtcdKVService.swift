@@ -1,0 +1,131 @@
+import EtcdAPI
+import GRPCCore
+import KVStore
+import NIOCore
+import RaftDBAPI
+import RaftDBService
+
+/// etcd's KV service over the member's `KVService`. A Put and a DeleteRange are transactions of one
+/// operation, as etcd applies them, so each takes one revision and gives the same answers as in a
+/// txn. A linearizable Range is a ReadIndex read on the leader (`consistent`); a serializable one
+/// reads this member's last applied state (`stale`), as etcd's does.
+public struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
+  let service: KVService
+  let eventLoop: any EventLoop
+  /// etcd's `--max-request-bytes`, measured on the keys and values a write carries.
+  let maxRequestBytes: Int
+
+  public init(service: KVService, eventLoop: any EventLoop, maxRequestBytes: Int) {
+    self.service = service
+    self.eventLoop = eventLoop
+    self.maxRequestBytes = maxRequestBytes
+  }
+
+  func header(revision: Int64) -> Etcdserverpb_ResponseHeader {
+    let member = service.memberHeader()
+    var header = Etcdserverpb_ResponseHeader()
+    header.clusterID = member.clusterID
+    header.memberID = member.memberID
+    header.raftTerm = member.raftTerm
+    header.revision = revision
+    return header
+  }
+
+  public func range(request: Etcdserverpb_RangeRequest, context: ServerContext) async throws
+    -> Etcdserverpb_RangeResponse
+  {
+    let range = try RangeRequest(request)
+    if range.range.key.isEmpty { throw MVCCError.emptyKey.rpcError }
+    let level: ReadLevel = request.serializable ? .stale : .consistent
+    return try await etcdErrors {
+      let result = try await service.range(range, level: level, on: eventLoop).get()
+      return Etcdserverpb_RangeResponse(result.response, header: header(revision: result.revision))
+    }
+  }
+
+  public func put(request: Etcdserverpb_PutRequest, context: ServerContext) async throws
+    -> Etcdserverpb_PutResponse
+  {
+    let result = try await transact(TxnRequest(success: [.put(PutRequest(request))]))
+    var answer = Etcdserverpb_PutResponse()
+    answer.header = header(revision: Int64(result.revision))
+    if case .put(let put)? = result.response.responses.first, let previous = put.prevKV {
+      answer.prevKv = Mvccpb_KeyValue(previous)
+    }
+    return answer
+  }
+
+  public func deleteRange(request: Etcdserverpb_DeleteRangeRequest, context: ServerContext) async throws
+    -> Etcdserverpb_DeleteRangeResponse
+  {
+    let result = try await transact(TxnRequest(success: [.deleteRange(DeleteRangeRequest(request))]))
+    var answer = Etcdserverpb_DeleteRangeResponse()
+    answer.header = header(revision: Int64(result.revision))
+    if case .deleteRange(let delete)? = result.response.responses.first {
+      answer.deleted = delete.deleted
+      answer.prevKvs = delete.prevKVs.map(Mvccpb_KeyValue.init)
+    }
+    return answer
+  }
+
+  public func txn(request: Etcdserverpb_TxnRequest, context: ServerContext) async throws
+    -> Etcdserverpb_TxnResponse
+  {
+    let result = try await transact(try TxnRequest(request))
+    return Etcdserverpb_TxnResponse(result.response, header: header(revision: Int64(result.revision)))
+  }
+
+  public func compact(request: Etcdserverpb_CompactionRequest, context: ServerContext) async throws
+    -> Etcdserverpb_CompactionResponse
+  {
+    // `physical` asks etcd to wait until the compaction is on disk; here a compaction has applied
+    // when it is acknowledged (the store is in memory, its log entry durable), so both are the same.
+    try await etcdErrors {
+      let revision = try await service.compact(revision: request.revision, on: eventLoop).get()
+      var answer = Etcdserverpb_CompactionResponse()
+      answer.header = header(revision: Int64(revision))
+      return answer
+    }
+  }
+
+  private func transact(_ request: TxnRequest) async throws -> TxnResult {
+    // The store refuses an empty key too, but only once proposed; etcd refuses it first.
+    try Self.requireKeys(request)
+    // etcd measures the request it proposes; its keys and values are nearly all of it, and adding
+    // them up costs nothing next to encoding the message again to count its bytes.
+    if Self.payloadBytes(request) > maxRequestBytes {
+      throw RPCError(code: .invalidArgument, message: "etcdserver: request is too large")
+    }
+    return try await etcdErrors { try await service.txn(request, on: eventLoop).get() }
+  }
+
+  /// The bytes of keys, values and range ends in `request`, nested transactions included.
+  static func payloadBytes(_ request: TxnRequest) -> Int {
+    var total = 0
+    for compare in request.compare {
+      total += compare.range.key.count + compare.range.rangeEnd.count
+      if case .value(let value) = compare.target { total += value.count }
+    }
+    for operation in request.success + request.failure {
+      switch operation {
+      case .put(let put): total += put.key.count + put.value.count
+      case .deleteRange(let delete): total += delete.range.key.count + delete.range.rangeEnd.count
+      case .range(let range): total += range.range.key.count + range.range.rangeEnd.count
+      case .txn(let nested): total += payloadBytes(nested)
+      }
+    }
+    return total
+  }
+
+  /// etcd's `checkPutRequest` / `checkDeleteRequest` / range checks: every key is given.
+  static func requireKeys(_ request: TxnRequest) throws {
+    for operation in request.success + request.failure {
+      switch operation {
+      case .put(let put): if put.key.isEmpty { throw MVCCError.emptyKey.rpcError }
+      case .deleteRange(let delete): if delete.range.key.isEmpty { throw MVCCError.emptyKey.rpcError }
+      case .range(let range): if range.range.key.isEmpty { throw MVCCError.emptyKey.rpcError }
+      case .txn(let nested): try requireKeys(nested)
+      }
+    }
+  }
+}
