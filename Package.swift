@@ -105,7 +105,7 @@ let package = Package(
     .target(
       name: "EtcdGRPC",
       dependencies: [
-        "EtcdAPI", "KVStore", "RaftDBAPI", "RaftDBService",
+        "EtcdAPI", "KVStore", "KVWatch", "RaftDBAPI", "RaftDBService",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),

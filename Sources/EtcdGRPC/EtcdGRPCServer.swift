@@ -63,7 +63,11 @@ public final class EtcdGRPCServer: Sendable {
   static func services(_ service: KVService, group: any EventLoopGroup, limits: Limits)
     -> [any RegistrableRPCService]
   {
-    [EtcdKVService(service: service, eventLoop: group.next(), maxRequestBytes: limits.maxRequestBytes)]
+    [
+      EtcdKVService(service: service, eventLoop: group.next(), maxRequestBytes: limits.maxRequestBytes),
+      EtcdLeaseService(service: service, eventLoop: group.next()),
+      EtcdWatchService(service: service, eventLoop: group.next(), limits: limits),
+    ]
   }
 
   /// Serves the connections the HTTP server on `sharedPort` hands over: install `acceptConnection`

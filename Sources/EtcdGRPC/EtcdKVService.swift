@@ -22,13 +22,7 @@ public struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
   }
 
   func header(revision: Int64) -> Etcdserverpb_ResponseHeader {
-    let member = service.memberHeader()
-    var header = Etcdserverpb_ResponseHeader()
-    header.clusterID = member.clusterID
-    header.memberID = member.memberID
-    header.raftTerm = member.raftTerm
-    header.revision = revision
-    return header
+    Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision)
   }
 
   public func range(request: Etcdserverpb_RangeRequest, context: ServerContext) async throws

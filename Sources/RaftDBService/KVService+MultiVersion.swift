@@ -136,3 +136,9 @@ public struct LeaseGrant: Sendable {
   public var ttl: Int64
   public var revision: UInt64
 }
+
+extension KVService {
+  /// The revision of this member's last published store (etcd's header revision for answers that
+  /// read no keys).
+  public func currentRevision() -> Int64 { backend.staleStore().revision }
+}

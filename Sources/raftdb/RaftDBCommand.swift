@@ -43,7 +43,8 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(
     name: .raftdb("gaddr"),
     help:
-      "etcd's v3 gRPC API (KV so far) is served on -haddr; this adds a listener of its own, host:port.")
+      "etcd's v3 gRPC API (KV, Watch, Lease so far) is served on -haddr; this adds a listener of its own, host:port."
+  )
   var gaddr: String?
 
   @Option(name: .raftdb("raddr"), help: "Raft address for peers, host:port.")

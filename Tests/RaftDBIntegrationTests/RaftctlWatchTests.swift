@@ -136,20 +136,23 @@ import Testing
   }
 }
 
-/// A `raftctl` that runs in the background with its output in files, read while it runs.
+/// A `raftctl` (or another client, `executable`) that runs in the background with its output in
+/// files, read while it runs.
 final class BackgroundRaftctl: @unchecked Sendable {
   // Unchecked: the process is started in init and only signalled and read afterwards.
   private let process = Process()
   private let out: URL
   private let err: URL
 
-  init(_ harness: ClusterHarness, _ label: String, _ arguments: [String]) throws {
+  init(_ harness: ClusterHarness, _ label: String, _ arguments: [String], executable: URL? = nil) throws {
     out = harness.root.appendingPathComponent("raftctl-\(label).out")
     err = harness.root.appendingPathComponent("raftctl-\(label).err")
     FileManager.default.createFile(atPath: out.path, contents: nil)
     FileManager.default.createFile(atPath: err.path, contents: nil)
     process.executableURL =
-      ProcessInfo.processInfo.environment["RAFTDB_TEST_RAFTCTL"].map { URL(fileURLWithPath: $0) }
+      executable ?? ProcessInfo.processInfo.environment["RAFTDB_TEST_RAFTCTL"].map {
+        URL(fileURLWithPath: $0)
+      }
       ?? ClusterHarness.executable.deletingLastPathComponent().appendingPathComponent("raftctl")
     process.arguments = arguments
     process.standardOutput = try FileHandle(forWritingTo: out)
