@@ -190,7 +190,9 @@ let package = Package(
       name: "RaftDBIntegrationTests",
       dependencies: [
         "RaftDBClient", "RaftDBAPI", "RaftDBVerify", "raftdb", "Raft", "RaftTransport", "RaftDBServer",
-        "RaftStorage",
+        "RaftStorage", "EtcdAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -22,11 +22,12 @@ import Testing
 
   /// One node; etcdctl talks to its HTTP port (gRPC shares it, as etcd's client URL does), or to a
   /// `-gaddr` listener of its own.
-  static func startNode(separateListener: Bool = false) async throws -> Node {
+  static func startNode(separateListener: Bool = false, arguments: [String] = []) async throws -> Node {
     let harness = try ClusterHarness()
     let spec = harness.addNode("node01")
     let grpcPort = PortAllocator.shared.next()
-    try harness.start("node01", arguments: separateListener ? ["-gaddr", "127.0.0.1:\(grpcPort)"] : [])
+    try harness.start(
+      "node01", arguments: (separateListener ? ["-gaddr", "127.0.0.1:\(grpcPort)"] : []) + arguments)
     try #require(await harness.waitForLeader(among: ["node01"]) != nil, "\(harness.log("node01"))")
     try #require(await MultiVersionHTTPTests.waitForVersion3(harness, ["node01"]), "\(harness.log("node01"))")
     return Node(harness: harness, endpoint: separateListener ? "127.0.0.1:\(grpcPort)" : spec.http)
