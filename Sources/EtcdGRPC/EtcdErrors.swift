@@ -10,8 +10,12 @@ extension ServiceError {
     switch self {
     case .store(let error): return error.rpcError
     case .notLeader(nil): return RPCError(code: .unavailable, message: "etcdserver: no leader")
-    // A member that cannot forward yet says so as etcd does when a request needs the leader.
-    case .notLeader: return RPCError(code: .failedPrecondition, message: "etcdserver: not leader")
+    // A follower forwards the request (KV); where it cannot, this is etcd's own answer.
+    // The leader's address rides along in the error's metadata, for `LeaderForwarder`.
+    case .notLeader(let leader?):
+      return RPCError(
+        code: .failedPrecondition, message: "etcdserver: not leader",
+        metadata: [LeaderForwarder.leaderKey: .string(leader.httpAddress)])
     case .outcomeUnknown: return RPCError(code: .unavailable, message: "etcdserver: request timed out")
     case .stopped: return RPCError(code: .unavailable, message: "etcdserver: server stopped")
     case .unavailable(let why): return RPCError(code: .unavailable, message: Self.etcdMessage(why))

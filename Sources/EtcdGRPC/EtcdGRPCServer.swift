@@ -60,13 +60,18 @@ public final class EtcdGRPCServer: Sendable {
     }
   }
 
-  static func services(_ service: KVService, group: any EventLoopGroup, limits: Limits)
-    -> [any RegistrableRPCService]
-  {
+  static func services(
+    _ service: KVService, group: any EventLoopGroup, limits: Limits, watch: EtcdWatchService,
+    lease: EtcdLeaseService, forwarder: LeaderForwarder
+  ) -> [any RegistrableRPCService] {
     [
-      EtcdKVService(service: service, eventLoop: group.next(), maxRequestBytes: limits.maxRequestBytes),
-      EtcdLeaseService(service: service, eventLoop: group.next()),
-      EtcdWatchService(service: service, eventLoop: group.next(), limits: limits),
+      EtcdKVService(
+        service: service, eventLoop: group.next(), maxRequestBytes: limits.maxRequestBytes,
+        forwarder: forwarder),
+      lease,
+      watch,
+      EtcdMaintenanceService(service: service, eventLoop: group.next()),
+      EtcdClusterService(service: service, eventLoop: group.next()),
     ]
   }
 
@@ -77,11 +82,17 @@ public final class EtcdGRPCServer: Sendable {
     logger: Logger
   ) async throws -> EtcdGRPCServer {
     let inlet = ConnectionInlet.Box()
+    let watch = EtcdWatchService(service: service, eventLoop: group.next(), limits: limits)
+    let forwarder = LeaderForwarder(group: group)
+    let lease = EtcdLeaseService(service: service, eventLoop: group.next(), forwarder: forwarder)
     var config = HTTP2ServerTransport.Custom<SharedPortListener>.Config.defaults
     limits.apply(connection: &config.connection, http2: &config.http2, rpc: &config.rpc)
     let transport = HTTP2ServerTransport.Custom(
       listenerFactory: SharedPortListener(eventLoopGroup: group, inlet: inlet), config: config)
-    let server = GRPCServer(transport: transport, services: services(service, group: group, limits: limits))
+    let server = GRPCServer(
+      transport: transport,
+      services: services(
+        service, group: group, limits: limits, watch: watch, lease: lease, forwarder: forwarder))
     let serving = Task { try await server.serve() }
     guard await transport.listeningAddress != nil else {
       serving.cancel()
@@ -89,7 +100,12 @@ public final class EtcdGRPCServer: Sendable {
     }
     logger.info("etcd v3 gRPC API served on the HTTP port", metadata: ["port": "\(port)"])
     return EtcdGRPCServer(
-      beginShutdown: { server.beginGracefulShutdown() }, serving: serving, inlet: inlet, port: port)
+      beginShutdown: {
+        watch.streams.closeAll()
+        lease.stop()
+        forwarder.shutdown()
+        server.beginGracefulShutdown()
+      }, serving: serving, inlet: inlet, port: port)
   }
 
   /// Starts listening on `host:port` and returns once it does.
@@ -101,12 +117,18 @@ public final class EtcdGRPCServer: Sendable {
     let numeric = host == "localhost" ? "127.0.0.1" : host
     let address: GRPCNIOTransportCore.SocketAddress =
       numeric.contains(":") ? .ipv6(host: numeric, port: port) : .ipv4(host: numeric, port: port)
+    let watch = EtcdWatchService(service: service, eventLoop: group.next(), limits: limits)
+    let forwarder = LeaderForwarder(group: group)
+    let lease = EtcdLeaseService(service: service, eventLoop: group.next(), forwarder: forwarder)
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
       limits.apply(connection: &config.connection, http2: &config.http2, rpc: &config.rpc)
     }
     let transport = HTTP2ServerTransport.Posix(
       address: address, transportSecurity: .plaintext, config: config, eventLoopGroup: group)
-    let server = GRPCServer(transport: transport, services: services(service, group: group, limits: limits))
+    let server = GRPCServer(
+      transport: transport,
+      services: services(
+        service, group: group, limits: limits, watch: watch, lease: lease, forwarder: forwarder))
     let serving = Task { try await server.serve() }
     let listening: GRPCNIOTransportCore.SocketAddress
     do {
@@ -118,7 +140,12 @@ public final class EtcdGRPCServer: Sendable {
     let boundPort = listening.ipv4?.port ?? listening.ipv6?.port ?? port
     logger.info("etcd v3 gRPC API listening", metadata: ["gaddr": "\(host):\(boundPort)"])
     return EtcdGRPCServer(
-      beginShutdown: { server.beginGracefulShutdown() }, serving: serving, inlet: nil, port: boundPort)
+      beginShutdown: {
+        watch.streams.closeAll()
+        lease.stop()
+        forwarder.shutdown()
+        server.beginGracefulShutdown()
+      }, serving: serving, inlet: nil, port: boundPort)
   }
 
   /// For the HTTP server's handoff: configures an HTTP/2 connection on the shared port as gRPC.

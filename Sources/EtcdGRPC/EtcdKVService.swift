@@ -1,5 +1,6 @@
 import EtcdAPI
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import KVStore
 import NIOCore
 import RaftDBAPI
@@ -14,12 +15,69 @@ public struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
   let eventLoop: any EventLoop
   /// etcd's `--max-request-bytes`, measured on the keys and values a write carries.
   let maxRequestBytes: Int
+  let forwarder: LeaderForwarder
 
-  public init(service: KVService, eventLoop: any EventLoop, maxRequestBytes: Int) {
+  init(service: KVService, eventLoop: any EventLoop, maxRequestBytes: Int, forwarder: LeaderForwarder) {
     self.service = service
     self.eventLoop = eventLoop
     self.maxRequestBytes = maxRequestBytes
+    self.forwarder = forwarder
   }
+
+  // MARK: The calls as they arrive: served here, or forwarded to the leader (see LeaderForwarder)
+
+  private func served<Request: Sendable, Response: Sendable>(
+    _ request: ServerRequest<Request>, here: (Request) async throws -> Response,
+    there:
+      @escaping @Sendable (Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, ClientRequest<Request>)
+      async throws -> Response
+  ) async throws -> ServerResponse<Response> {
+    try await forwarder.served(request, here: here) {
+      try await there(Etcdserverpb_KV.Client(wrapping: $0), $1)
+    }
+  }
+
+  public func range(request: ServerRequest<Etcdserverpb_RangeRequest>, context: ServerContext) async throws
+    -> ServerResponse<Etcdserverpb_RangeResponse>
+  {
+    try await served(request, here: { try await range(request: $0, context: context) }) {
+      try await $0.range(request: $1)
+    }
+  }
+
+  public func put(request: ServerRequest<Etcdserverpb_PutRequest>, context: ServerContext) async throws
+    -> ServerResponse<Etcdserverpb_PutResponse>
+  {
+    try await served(request, here: { try await put(request: $0, context: context) }) {
+      try await $0.put(request: $1)
+    }
+  }
+
+  public func deleteRange(request: ServerRequest<Etcdserverpb_DeleteRangeRequest>, context: ServerContext)
+    async throws -> ServerResponse<Etcdserverpb_DeleteRangeResponse>
+  {
+    try await served(request, here: { try await deleteRange(request: $0, context: context) }) {
+      try await $0.deleteRange(request: $1)
+    }
+  }
+
+  public func txn(request: ServerRequest<Etcdserverpb_TxnRequest>, context: ServerContext) async throws
+    -> ServerResponse<Etcdserverpb_TxnResponse>
+  {
+    try await served(request, here: { try await txn(request: $0, context: context) }) {
+      try await $0.txn(request: $1)
+    }
+  }
+
+  public func compact(request: ServerRequest<Etcdserverpb_CompactionRequest>, context: ServerContext)
+    async throws -> ServerResponse<Etcdserverpb_CompactionResponse>
+  {
+    try await served(request, here: { try await compact(request: $0, context: context) }) {
+      try await $0.compact(request: $1)
+    }
+  }
+
+  // MARK: The calls served here
 
   func header(revision: Int64) -> Etcdserverpb_ResponseHeader {
     Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision)

@@ -1,20 +1,65 @@
 import EtcdAPI
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import KVStore
 import NIOCore
 import RaftDBService
+import Synchronization
 
 /// etcd's Lease service over the member's leases. Grants and revokes go through the log; renewals
 /// and TTL queries are answered by the leader, which alone runs the lease clocks (as in etcd).
 public struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
   let service: KVService
   let eventLoop: any EventLoop
+  /// Set when the server stops: open keep-alive streams end then rather than hold the shutdown up.
+  let stopping = ServerStopping()
+  let forwarder: LeaderForwarder
 
-  public init(service: KVService, eventLoop: any EventLoop) {
+  init(service: KVService, eventLoop: any EventLoop, forwarder: LeaderForwarder) {
     self.service = service
     self.eventLoop = eventLoop
+    self.forwarder = forwarder
   }
+
+  // MARK: Grants, revokes and TTL queries on a follower go to the leader (see LeaderForwarder)
+
+  private func served<Request: Sendable, Response: Sendable>(
+    _ request: ServerRequest<Request>, here: (Request) async throws -> Response,
+    there:
+      @escaping @Sendable (Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix>, ClientRequest<Request>)
+      async throws -> Response
+  ) async throws -> ServerResponse<Response> {
+    try await forwarder.served(request, here: here) {
+      try await there(Etcdserverpb_Lease.Client(wrapping: $0), $1)
+    }
+  }
+
+  public func leaseGrant(request: ServerRequest<Etcdserverpb_LeaseGrantRequest>, context: ServerContext)
+    async throws -> ServerResponse<Etcdserverpb_LeaseGrantResponse>
+  {
+    try await served(request, here: { try await leaseGrant(request: $0, context: context) }) {
+      try await $0.leaseGrant(request: $1)
+    }
+  }
+
+  public func leaseRevoke(request: ServerRequest<Etcdserverpb_LeaseRevokeRequest>, context: ServerContext)
+    async throws -> ServerResponse<Etcdserverpb_LeaseRevokeResponse>
+  {
+    try await served(request, here: { try await leaseRevoke(request: $0, context: context) }) {
+      try await $0.leaseRevoke(request: $1)
+    }
+  }
+
+  public func leaseTimeToLive(
+    request: ServerRequest<Etcdserverpb_LeaseTimeToLiveRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Etcdserverpb_LeaseTimeToLiveResponse> {
+    try await served(request, here: { try await leaseTimeToLive(request: $0, context: context) }) {
+      try await $0.leaseTimeToLive(request: $1)
+    }
+  }
+
+  // MARK: The calls served here
 
   func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
     Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision ?? service.currentRevision())
@@ -49,6 +94,25 @@ public struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
   public func leaseKeepAlive(
     request: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>,
     response: RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>, context: ServerContext
+  ) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await renew(request, response) }
+      // A client keeps its keep-alive stream open for as long as it holds the lease; look twice a
+      // second whether the server is stopping (a sleep is cancelled at once when the stream ends).
+      group.addTask { [stopping] in
+        while !stopping.isStopping { try await Task.sleep(for: .milliseconds(500)) }
+      }
+      try await group.next()
+      group.cancelAll()
+    }
+  }
+
+  /// Ends the open keep-alive streams (the server stops).
+  func stop() { stopping.stop() }
+
+  private func renew(
+    _ request: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>,
+    _ response: RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>
   ) async throws {
     for try await renewal in request {
       var answer = Etcdserverpb_LeaseKeepAliveResponse()
@@ -107,4 +171,11 @@ extension Etcdserverpb_ResponseHeader {
     raftTerm = member.raftTerm
     self.revision = revision
   }
+}
+
+/// Whether the server is stopping, for the handlers of long-lived streams.
+final class ServerStopping: Sendable {
+  private let flag = Atomic<Bool>(false)
+  var isStopping: Bool { flag.load(ordering: .relaxed) }
+  func stop() { flag.store(true, ordering: .relaxed) }
 }

@@ -29,6 +29,7 @@ public struct EtcdWatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
   let service: KVService
   let eventLoop: any EventLoop
   let limits: EtcdGRPCServer.Limits
+  let streams = WatchStreams()
 
   static let pauseBytes = 4 << 20
   static let resumeBytes = 1 << 20
@@ -47,31 +48,73 @@ public struct EtcdWatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
     let (outbound, continuation) = AsyncStream.makeStream(of: WatchStream.Queued.self)
     let stream = WatchStream(
       service: service, continuation: continuation, maxMessageBytes: limits.maxRequestBytes)
-    defer { stream.close() }
-    try await withThrowingTaskGroup(of: Void.self) { group in
+    guard streams.add(stream) else {
+      throw RPCError(code: .unavailable, message: "etcdserver: server stopped")
+    }
+    defer {
+      stream.close()
+      streams.remove(stream)
+    }
+    enum Side { case writer, reader }
+    try await withThrowingTaskGroup(of: Side.self) { group in
       group.addTask {
         for await queued in outbound {
           try await response.write(queued.message)
           stream.sent(queued.bytes)
         }
+        return .writer
       }
-      for try await message in request {
-        guard !stream.isOverflowing else {
-          throw RPCError(
-            code: .resourceExhausted,
-            message: "etcdserver: watch stream closed: the client reads its responses too slowly")
+      group.addTask { [eventLoop] in
+        for try await message in request {
+          guard !stream.isOverflowing else {
+            throw RPCError(
+              code: .resourceExhausted,
+              message: "etcdserver: watch stream closed: the client reads its responses too slowly")
+          }
+          switch message.requestUnion {
+          case .createRequest(let create): await stream.create(create, on: eventLoop)
+          case .cancelRequest(let cancel): stream.cancel(cancel.watchID)
+          case .progressRequest: stream.requestProgress()
+          case nil: continue
+          }
         }
-        switch message.requestUnion {
-        case .createRequest(let create): await stream.create(create, on: eventLoop)
-        case .cancelRequest(let cancel): stream.cancel(cancel.watchID)
-        case .progressRequest: stream.requestProgress()
-        case nil: continue
-        }
+        // The client closed its side: etcd ends the stream then, once the answers are sent.
+        stream.close()
+        return .reader
       }
-      // The client closed its side: etcd ends the stream then.
-      stream.close()
-      try await group.waitForAll()
+      switch try await group.next() {
+      case .reader?: try await group.waitForAll()
+      // The stream was closed here (the server stops): stop reading the client's requests.
+      default: group.cancelAll()
+      }
     }
+  }
+}
+
+/// The open watch streams, so that a stopping server can end them (a client would keep a watch
+/// stream open forever, holding the shutdown up).
+final class WatchStreams: Sendable {
+  private let state = Mutex<(open: [ObjectIdentifier: WatchStream], closed: Bool)>(([:], false))
+
+  func add(_ stream: WatchStream) -> Bool {
+    state.withLock { state in
+      guard !state.closed else { return false }
+      state.open[ObjectIdentifier(stream)] = stream
+      return true
+    }
+  }
+
+  func remove(_ stream: WatchStream) {
+    state.withLock { _ = $0.open.removeValue(forKey: ObjectIdentifier(stream)) }
+  }
+
+  /// Ends every open stream: their watches are cancelled and the calls return.
+  func closeAll() {
+    let open = state.withLock { state in
+      state.closed = true
+      return Array(state.open.values)
+    }
+    for stream in open { stream.close() }
   }
 }
 

@@ -142,3 +142,8 @@ extension KVService {
   /// read no keys).
   public func currentRevision() -> Int64 { backend.staleStore().revision }
 }
+
+extension KVService {
+  /// The revision below which this member's history is compacted.
+  public func compactedRevision() -> Int64 { backend.staleStore().compactRevision }
+}

@@ -43,7 +43,7 @@ struct RaftDBCommand: AsyncParsableCommand {
   @Option(
     name: .raftdb("gaddr"),
     help:
-      "etcd's v3 gRPC API (KV, Watch, Lease so far) is served on -haddr; this adds a listener of its own, host:port."
+      "etcd's v3 gRPC API is served on -haddr; this adds a listener of its own for it, host:port."
   )
   var gaddr: String?
 
