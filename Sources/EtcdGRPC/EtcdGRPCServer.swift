@@ -60,21 +60,6 @@ public final class EtcdGRPCServer: Sendable {
     }
   }
 
-  static func services(
-    _ service: KVService, group: any EventLoopGroup, limits: Limits, watch: EtcdWatchService,
-    lease: EtcdLeaseService, forwarder: LeaderForwarder
-  ) -> [any RegistrableRPCService] {
-    [
-      EtcdKVService(
-        service: service, eventLoop: group.next(), maxRequestBytes: limits.maxRequestBytes,
-        forwarder: forwarder),
-      lease,
-      watch,
-      EtcdMaintenanceService(service: service, eventLoop: group.next()),
-      EtcdClusterService(service: service, eventLoop: group.next()),
-    ]
-  }
-
   /// Serves the connections the HTTP server on `sharedPort` hands over: install `acceptConnection`
   /// as its HTTP/2 handoff.
   public static func start(
@@ -82,17 +67,12 @@ public final class EtcdGRPCServer: Sendable {
     logger: Logger
   ) async throws -> EtcdGRPCServer {
     let inlet = ConnectionInlet.Box()
-    let watch = EtcdWatchService(service: service, eventLoop: group.next(), limits: limits)
-    let forwarder = LeaderForwarder(group: group)
-    let lease = EtcdLeaseService(service: service, eventLoop: group.next(), forwarder: forwarder)
+    let services = EtcdServices(service: service, group: group, limits: limits)
     var config = HTTP2ServerTransport.Custom<SharedPortListener>.Config.defaults
     limits.apply(connection: &config.connection, http2: &config.http2, rpc: &config.rpc)
     let transport = HTTP2ServerTransport.Custom(
       listenerFactory: SharedPortListener(eventLoopGroup: group, inlet: inlet), config: config)
-    let server = GRPCServer(
-      transport: transport,
-      services: services(
-        service, group: group, limits: limits, watch: watch, lease: lease, forwarder: forwarder))
+    let server = GRPCServer(transport: transport, services: services.all)
     let serving = Task { try await server.serve() }
     guard await transport.listeningAddress != nil else {
       serving.cancel()
@@ -101,9 +81,7 @@ public final class EtcdGRPCServer: Sendable {
     logger.info("etcd v3 gRPC API served on the HTTP port", metadata: ["port": "\(port)"])
     return EtcdGRPCServer(
       beginShutdown: {
-        watch.streams.closeAll()
-        lease.stop()
-        forwarder.shutdown()
+        services.stop()
         server.beginGracefulShutdown()
       }, serving: serving, inlet: inlet, port: port)
   }
@@ -117,18 +95,13 @@ public final class EtcdGRPCServer: Sendable {
     let numeric = host == "localhost" ? "127.0.0.1" : host
     let address: GRPCNIOTransportCore.SocketAddress =
       numeric.contains(":") ? .ipv6(host: numeric, port: port) : .ipv4(host: numeric, port: port)
-    let watch = EtcdWatchService(service: service, eventLoop: group.next(), limits: limits)
-    let forwarder = LeaderForwarder(group: group)
-    let lease = EtcdLeaseService(service: service, eventLoop: group.next(), forwarder: forwarder)
+    let services = EtcdServices(service: service, group: group, limits: limits)
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
       limits.apply(connection: &config.connection, http2: &config.http2, rpc: &config.rpc)
     }
     let transport = HTTP2ServerTransport.Posix(
       address: address, transportSecurity: .plaintext, config: config, eventLoopGroup: group)
-    let server = GRPCServer(
-      transport: transport,
-      services: services(
-        service, group: group, limits: limits, watch: watch, lease: lease, forwarder: forwarder))
+    let server = GRPCServer(transport: transport, services: services.all)
     let serving = Task { try await server.serve() }
     let listening: GRPCNIOTransportCore.SocketAddress
     do {
@@ -141,9 +114,7 @@ public final class EtcdGRPCServer: Sendable {
     logger.info("etcd v3 gRPC API listening", metadata: ["gaddr": "\(host):\(boundPort)"])
     return EtcdGRPCServer(
       beginShutdown: {
-        watch.streams.closeAll()
-        lease.stop()
-        forwarder.shutdown()
+        services.stop()
         server.beginGracefulShutdown()
       }, serving: serving, inlet: nil, port: boundPort)
   }
@@ -176,5 +147,42 @@ public enum EtcdGRPCServerError: Error, CustomStringConvertible {
     switch self {
     case .notListening(let address): "the gRPC listener on \(address) did not start"
     }
+  }
+}
+
+/// Every etcd service over one member, built once for either listener.
+struct EtcdServices: Sendable {
+  let watch: EtcdWatchService
+  let lease: EtcdLeaseService
+  let forwarder: LeaderForwarder
+  /// The lock waits and election observers open now.
+  let calls = OpenStreams<ClosableCall>()
+  let all: [any RegistrableRPCService]
+
+  init(service: KVService, group: any EventLoopGroup, limits: EtcdGRPCServer.Limits) {
+    forwarder = LeaderForwarder(group: group)
+    watch = EtcdWatchService(service: service, eventLoop: group.next(), limits: limits)
+    lease = EtcdLeaseService(service: service, eventLoop: group.next(), forwarder: forwarder)
+    let kv = EtcdKVService(
+      service: service, eventLoop: group.next(), maxRequestBytes: limits.maxRequestBytes, forwarder: forwarder
+    )
+    let member = MemberClient(kv: kv, service: service, eventLoop: group.next())
+    all = [
+      kv, lease, watch,
+      EtcdMaintenanceService(service: service, eventLoop: group.next()),
+      EtcdClusterService(service: service, eventLoop: group.next(), forwarder: forwarder),
+      EtcdLockService(member: member, calls: calls),
+      EtcdElectionService(member: member, calls: calls),
+      EtcdAuthService(service: service),
+    ]
+  }
+
+  /// Ends every long-lived call (watch and keep-alive streams, lock waits, observers) and the
+  /// forwarding clients: the server is stopping.
+  func stop() {
+    watch.streams.closeAll()
+    lease.stop()
+    calls.closeAll()
+    forwarder.shutdown()
   }
 }

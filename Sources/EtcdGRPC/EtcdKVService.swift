@@ -77,10 +77,26 @@ public struct EtcdKVService: Etcdserverpb_KV.SimpleServiceProtocol {
     }
   }
 
+  // MARK: Calls the server makes itself (the lock and election services, as etcd's v3client)
+
+  /// A txn served here or by the leader, exactly as a client's would be.
+  func txn(_ request: Etcdserverpb_TxnRequest, context: ServerContext) async throws
+    -> Etcdserverpb_TxnResponse
+  {
+    try await txn(request: ServerRequest(metadata: [:], message: request), context: context).message
+  }
+
+  /// A range served here (serializable) or by the leader (linearizable, on a follower).
+  func range(_ request: Etcdserverpb_RangeRequest, context: ServerContext) async throws
+    -> Etcdserverpb_RangeResponse
+  {
+    try await range(request: ServerRequest(metadata: [:], message: request), context: context).message
+  }
+
   // MARK: The calls served here
 
-  func header(revision: Int64) -> Etcdserverpb_ResponseHeader {
-    Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision)
+  func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
+    service.etcdHeader(revision: revision)
   }
 
   public func range(request: Etcdserverpb_RangeRequest, context: ServerContext) async throws

@@ -12,8 +12,8 @@ import Synchronization
 public struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
   let service: KVService
   let eventLoop: any EventLoop
-  /// Set when the server stops: open keep-alive streams end then rather than hold the shutdown up.
-  let stopping = ServerStopping()
+  /// The open keep-alive streams, which a stopping server ends rather than wait for.
+  let calls = OpenStreams<ClosableCall>()
   let forwarder: LeaderForwarder
 
   init(service: KVService, eventLoop: any EventLoop, forwarder: LeaderForwarder) {
@@ -62,7 +62,7 @@ public struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
   // MARK: The calls served here
 
   func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
-    Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision ?? service.currentRevision())
+    service.etcdHeader(revision: revision)
   }
 
   public func leaseGrant(request: Etcdserverpb_LeaseGrantRequest, context: ServerContext) async throws
@@ -89,26 +89,63 @@ public struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     }
   }
 
+  /// A follower passes the whole stream on to the leader, which alone renews leases (a leader
+  /// change mid-stream ends it with `not leader`, and the client opens another).
+  public func leaseKeepAlive(
+    request: StreamingServerRequest<Etcdserverpb_LeaseKeepAliveRequest>, context: ServerContext
+  ) async throws -> StreamingServerResponse<Etcdserverpb_LeaseKeepAliveResponse> {
+    let leader = try await leaderToForwardTo(request.metadata)
+    return StreamingServerResponse(metadata: [:]) { writer in
+      if let leader {
+        try await calls.untilClosed(context) {
+          try await forwardKeepAlives(request.messages, writer, to: leader)
+        }
+      } else {
+        try await leaseKeepAlive(request: request.messages, response: writer, context: context)
+      }
+      return [:]
+    }
+  }
+
+  /// The leader's client address, when this member is a follower that knows it and the stream was
+  /// not forwarded here already (nil: serve it here).
+  private func leaderToForwardTo(_ metadata: Metadata) async throws -> String? {
+    guard !LeaderForwarder.isForwarded(metadata) else { return nil }
+    let status = try await etcdErrors { try await service.status(on: eventLoop).get() }
+    guard let leader = status.leader, leader.name != status.name, !leader.httpAddress.isEmpty else {
+      return nil
+    }
+    return leader.httpAddress
+  }
+
+  private func forwardKeepAlives(
+    _ requests: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>,
+    _ response: RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>, to leader: String
+  ) async throws {
+    let client = Etcdserverpb_Lease.Client(wrapping: try forwarder.client(for: leader))
+    try await client.leaseKeepAlive(
+      metadata: LeaderForwarder.forwardedMetadata,
+      requestProducer: { writer in
+        for try await renewal in requests { try await writer.write(renewal) }
+      }
+    ) { answers in
+      for try await answer in answers.messages { try await response.write(answer) }
+    }
+  }
+
   /// One answer per request, in order. A lease that does not exist (any more) is answered with TTL
   /// 0, as etcd does, which clients take for "expired"; any other error ends the stream.
   public func leaseKeepAlive(
     request: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>,
     response: RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>, context: ServerContext
   ) async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await renew(request, response) }
-      // A client keeps its keep-alive stream open for as long as it holds the lease; look twice a
-      // second whether the server is stopping (a sleep is cancelled at once when the stream ends).
-      group.addTask { [stopping] in
-        while !stopping.isStopping { try await Task.sleep(for: .milliseconds(500)) }
-      }
-      try await group.next()
-      group.cancelAll()
-    }
+    // A client keeps its keep-alive stream open for as long as it holds the lease; a stopping
+    // server ends it.
+    try await calls.untilClosed(context) { try await renew(request, response) }
   }
 
   /// Ends the open keep-alive streams (the server stops).
-  func stop() { stopping.stop() }
+  func stop() { calls.closeAll() }
 
   private func renew(
     _ request: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>,
@@ -161,21 +198,4 @@ public struct EtcdLeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     answer.header = header()
     return answer
   }
-}
-
-extension Etcdserverpb_ResponseHeader {
-  init(_ member: MemberHeader, revision: Int64) {
-    self.init()
-    clusterID = member.clusterID
-    memberID = member.memberID
-    raftTerm = member.raftTerm
-    self.revision = revision
-  }
-}
-
-/// Whether the server is stopping, for the handlers of long-lived streams.
-final class ServerStopping: Sendable {
-  private let flag = Atomic<Bool>(false)
-  var isStopping: Bool { flag.load(ordering: .relaxed) }
-  func stop() { flag.store(true, ordering: .relaxed) }
 }

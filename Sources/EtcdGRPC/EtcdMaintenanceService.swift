@@ -19,7 +19,7 @@ public struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProt
   }
 
   func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
-    Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision ?? service.currentRevision())
+    service.etcdHeader(revision: revision)
   }
 
   /// etcd's API version it speaks, with raftdb's own build version as a semver pre-release part
@@ -124,56 +124,4 @@ public struct EtcdMaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProt
     throw RPCError(
       code: .unimplemented, message: "raftdb does not stream snapshots over gRPC yet; see raftctl snapshot")
   }
-}
-
-/// etcd's Cluster service: MemberList for now (with peer and client URLs); membership changes
-/// answer Unimplemented until they are served here (`raftctl join`/`remove` make them).
-public struct EtcdClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
-  let service: KVService
-  let eventLoop: any EventLoop
-
-  public init(service: KVService, eventLoop: any EventLoop) {
-    self.service = service
-    self.eventLoop = eventLoop
-  }
-
-  public func memberList(request: Etcdserverpb_MemberListRequest, context: ServerContext) async throws
-    -> Etcdserverpb_MemberListResponse
-  {
-    try await etcdErrors {
-      let status = try await service.status(on: eventLoop).get()
-      var answer = Etcdserverpb_MemberListResponse()
-      answer.header = Etcdserverpb_ResponseHeader(service.memberHeader(), revision: service.currentRevision())
-      answer.members = status.members.map { member in
-        var converted = Etcdserverpb_Member()
-        converted.id = member.id.rawValue
-        converted.name = member.info.name
-        converted.peerUrls = ["http://\(member.info.raftAddress)"]
-        converted.clientUrls = ["http://\(member.info.httpAddress)"]
-        converted.isLearner = !member.voter
-        return converted
-      }
-      return answer
-    }
-  }
-
-  static func notYet(_ what: String) -> RPCError {
-    RPCError(code: .unimplemented, message: "raftdb does not serve \(what) over gRPC yet; use raftctl")
-  }
-
-  public func memberAdd(request: Etcdserverpb_MemberAddRequest, context: ServerContext) async throws
-    -> Etcdserverpb_MemberAddResponse
-  { throw Self.notYet("MemberAdd") }
-
-  public func memberRemove(request: Etcdserverpb_MemberRemoveRequest, context: ServerContext) async throws
-    -> Etcdserverpb_MemberRemoveResponse
-  { throw Self.notYet("MemberRemove") }
-
-  public func memberUpdate(request: Etcdserverpb_MemberUpdateRequest, context: ServerContext) async throws
-    -> Etcdserverpb_MemberUpdateResponse
-  { throw Self.notYet("MemberUpdate") }
-
-  public func memberPromote(request: Etcdserverpb_MemberPromoteRequest, context: ServerContext) async throws
-    -> Etcdserverpb_MemberPromoteResponse
-  { throw Self.notYet("MemberPromote") }
 }

@@ -29,7 +29,7 @@ public struct EtcdWatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
   let service: KVService
   let eventLoop: any EventLoop
   let limits: EtcdGRPCServer.Limits
-  let streams = WatchStreams()
+  let streams = OpenStreams<WatchStream>()
 
   static let pauseBytes = 4 << 20
   static let resumeBytes = 1 << 20
@@ -91,35 +91,8 @@ public struct EtcdWatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
   }
 }
 
-/// The open watch streams, so that a stopping server can end them (a client would keep a watch
-/// stream open forever, holding the shutdown up).
-final class WatchStreams: Sendable {
-  private let state = Mutex<(open: [ObjectIdentifier: WatchStream], closed: Bool)>(([:], false))
-
-  func add(_ stream: WatchStream) -> Bool {
-    state.withLock { state in
-      guard !state.closed else { return false }
-      state.open[ObjectIdentifier(stream)] = stream
-      return true
-    }
-  }
-
-  func remove(_ stream: WatchStream) {
-    state.withLock { _ = $0.open.removeValue(forKey: ObjectIdentifier(stream)) }
-  }
-
-  /// Ends every open stream: their watches are cancelled and the calls return.
-  func closeAll() {
-    let open = state.withLock { state in
-      state.closed = true
-      return Array(state.open.values)
-    }
-    for stream in open { stream.close() }
-  }
-}
-
 /// The watches of one gRPC stream and its queue of responses.
-final class WatchStream: Sendable {
+final class WatchStream: ClosableStream {
   struct Queued: Sendable {
     var message: Etcdserverpb_WatchResponse
     var bytes: Int
@@ -147,9 +120,7 @@ final class WatchStream: Sendable {
 
   var isOverflowing: Bool { state.withLock { $0.queuedBytes > EtcdWatchService.maxQueuedBytes } }
 
-  func header(revision: Int64) -> Etcdserverpb_ResponseHeader {
-    Etcdserverpb_ResponseHeader(service.memberHeader(), revision: revision)
-  }
+  func header(revision: Int64) -> Etcdserverpb_ResponseHeader { service.etcdHeader(revision: revision) }
 
   // MARK: Requests (on the stream's task, one at a time)
 

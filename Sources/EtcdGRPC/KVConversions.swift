@@ -2,6 +2,7 @@ import EtcdAPI
 import Foundation
 import GRPCCore
 import KVStore
+import RaftDBService
 
 // etcd's v3 messages to and from the multi-version store's requests and results, which have their
 // meaning field for field (docs/STATE_MACHINE.md). An enum value a client sends that etcd 3.4 does
@@ -158,5 +159,23 @@ extension Etcdserverpb_TxnResponse {
       }
       return message
     }
+  }
+}
+
+extension Etcdserverpb_ResponseHeader {
+  init(_ member: MemberHeader, revision: Int64) {
+    self.init()
+    clusterID = member.clusterID
+    memberID = member.memberID
+    raftTerm = member.raftTerm
+    self.revision = revision
+  }
+}
+
+extension KVService {
+  /// etcd's response header from this member: cluster and member ids, term, and the store revision
+  /// the answer reflects (nil: the newest this member applied).
+  func etcdHeader(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
+    Etcdserverpb_ResponseHeader(memberHeader(), revision: revision ?? currentRevision())
   }
 }

@@ -76,7 +76,14 @@ final class LeaderForwarder: Sendable {
     } catch let error as RPCError {
       guard let leader = Self.leader(in: error, request: request.metadata) else { throw error }
       let forwarded = ClientRequest(message: request.message, metadata: Self.forwardedMetadata)
-      return ServerResponse(message: try await there(try client(for: leader), forwarded))
+      do {
+        return ServerResponse(message: try await there(try client(for: leader), forwarded))
+      } catch let error as RPCError {
+        // The leader's error as the client's, without the metadata the client transport put in it
+        // (its response's trailers): passed on, those would repeat reserved headers such as
+        // `grpc-status`, and the client would see the connection fail instead of the error.
+        throw RPCError(code: error.code, message: error.message)
+      }
     }
   }
 

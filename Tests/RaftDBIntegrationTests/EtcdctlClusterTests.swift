@@ -62,6 +62,14 @@ import Testing
       let granted = try node.etcdctl("lease", "grant", "60")
       let id = try #require(granted.stdout.split(separator: " ").dropFirst().first, "\(granted.stderr)")
       #expect(try node.etcdctl("lease", "timetolive", String(id)).stdout.contains("granted with TTL(60s)"))
+      // The leader's errors reach the client as etcd's, through the follower that forwarded.
+      let duplicate = try node.etcdctl("txn", stdin: "\nput dup 1\nput dup 2\n\n\n")
+      #expect(
+        duplicate.stderr.contains("Error: etcdserver: duplicate key given in txn request"),
+        "\(duplicate.stderr)")
+      // A follower passes the keep-alive stream on to the leader, which alone renews.
+      let renewed = try node.etcdctl("lease", "keep-alive", "--once", String(id))
+      #expect(renewed.stdout == "lease \(id) keepalived with TTL(60)\n", "\(renewed.stdout)\(renewed.stderr)")
       #expect(try node.etcdctl("lease", "revoke", String(id)).stdout == "lease \(id) revoked\n")
     }
     let health = try all.etcdctl("endpoint", "health")
