@@ -138,10 +138,14 @@ type Node struct {
 	LogPath  string
 
 	mu      sync.Mutex
-	pid     int // 0: not running
+	proc    *os.Process // nil: not running (cleared once the process has been reaped)
+	pid     int
 	exited  chan struct{}
 	paused  bool
+	killing bool // the harness signalled it to die: its exit is expected
 	started int
+	// Exits nobody asked for (a crash), with their status.
+	unexpected []string
 }
 
 // Endpoint is the member's client address (HTTP and gRPC share it).
@@ -215,22 +219,15 @@ func NewCluster(t testing.TB, size int, extraArgs ...string) *Cluster {
 }
 
 func (c *Cluster) cleanup() {
-	for i, n := range c.Nodes {
-		n.mu.Lock()
-		pid, exited := n.pid, n.exited
-		n.mu.Unlock()
-		if pid == 0 {
-			continue
-		}
-		// SIGKILL also ends a stopped process; by pid, only processes this cluster started.
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			c.t.Errorf("%s (pid %d) did not exit after SIGKILL", c.Nodes[i].Name, pid)
+	for _, n := range c.Nodes {
+		// SIGKILL also ends a stopped process.
+		if err := n.killAndWait(); err != nil {
+			c.t.Errorf("cleanup: %v", err)
 		}
 		n.mu.Lock()
-		n.pid = 0
+		for _, u := range n.unexpected {
+			c.t.Errorf("%s exited by itself: %s", n.Name, u)
+		}
 		n.mu.Unlock()
 	}
 	if c.t.Failed() {
@@ -252,7 +249,7 @@ func (c *Cluster) Start(i int) {
 	n := c.Nodes[i]
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.pid != 0 {
+	if n.proc != nil {
 		c.t.Fatalf("%s is already running (pid %d)", n.Name, n.pid)
 	}
 	args := []string{"-id", n.Name, "-haddr", n.Endpoint(), "-raddr", fmt.Sprintf("127.0.0.1:%d", n.RaftPort)}
@@ -283,32 +280,53 @@ func (c *Cluster) Start(i int) {
 	}
 	exited := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		// Reaped: from now on the pid may belong to another process, so it is forgotten before
+		// anyone can signal it again.
+		n.mu.Lock()
+		if !n.killing {
+			n.unexpected = append(n.unexpected, fmt.Sprintf("pid %d: %v", cmd.Process.Pid, err))
+		}
+		n.proc, n.pid, n.paused, n.killing = nil, 0, false, false
+		n.mu.Unlock()
+		if f, ferr := os.OpenFile(n.LogPath, os.O_APPEND|os.O_WRONLY, 0o644); ferr == nil {
+			fmt.Fprintf(f, "=== %s pid %d exited: %v\n", time.Now().Format(time.RFC3339Nano), cmd.Process.Pid, err)
+			f.Close()
+		}
 		close(exited)
 	}()
-	n.pid, n.exited, n.paused = cmd.Process.Pid, exited, false
+	n.proc, n.pid, n.exited, n.paused, n.killing = cmd.Process, cmd.Process.Pid, exited, false, false
 	n.started++
+}
+
+// killAndWait sends SIGKILL to the node's process, if it still runs, and waits for it to be
+// reaped. The signal goes through the os.Process handle of the process this harness started,
+// which refuses to signal once that process has been waited for.
+func (n *Node) killAndWait() error {
+	n.mu.Lock()
+	proc, pid, exited := n.proc, n.pid, n.exited
+	if proc != nil {
+		n.killing = true
+	}
+	n.mu.Unlock()
+	if proc == nil {
+		return nil
+	}
+	_ = proc.Signal(syscall.SIGKILL)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", n.Name, pid)
+	}
 }
 
 // Kill sends SIGKILL to node i by process id and waits until it has exited.
 func (c *Cluster) Kill(i int) {
 	c.t.Helper()
-	n := c.Nodes[i]
-	n.mu.Lock()
-	pid, exited := n.pid, n.exited
-	n.mu.Unlock()
-	if pid == 0 {
-		return
+	if err := c.Nodes[i].killAndWait(); err != nil {
+		c.t.Fatal(err)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		c.t.Fatalf("%s (pid %d) did not exit after SIGKILL", n.Name, pid)
-	}
-	n.mu.Lock()
-	n.pid, n.paused = 0, false
-	n.mu.Unlock()
 }
 
 // Pause sends SIGSTOP to node i.
@@ -322,10 +340,10 @@ func (c *Cluster) signal(i int, sig syscall.Signal, paused bool) {
 	n := c.Nodes[i]
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.pid == 0 {
+	if n.proc == nil {
 		c.t.Fatalf("%s is not running", n.Name)
 	}
-	if err := syscall.Kill(n.pid, sig); err != nil {
+	if err := n.proc.Signal(sig); err != nil {
 		c.t.Fatalf("%v to %s (pid %d): %v", sig, n.Name, n.pid, err)
 	}
 	n.paused = paused
