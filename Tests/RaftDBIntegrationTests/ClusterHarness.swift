@@ -232,6 +232,20 @@ final class ClusterHarness: @unchecked Sendable {
     return await condition()
   }
 
+  /// Waits until every named member reports `version` as the cluster version (`GET /version`).
+  /// The version rises some seconds after a cluster forms; tests whose outcome depends on it wait.
+  func waitForClusterVersion(_ version: Int, among names: [String], timeout: Duration = .seconds(20)) async
+    -> Bool
+  {
+    await eventually(timeout: timeout) {
+      for name in names {
+        let body = (try? await self.request(name, .GET, "/version"))?.bodyText ?? ""
+        if !body.contains(#""cluster":\#(version)"#) { return false }
+      }
+      return true
+    }
+  }
+
   /// Starts a cluster the course's way: the first node bootstraps, the others join through it.
   func startCluster(_ names: [String]) async throws -> String {
     for name in names { addNode(name) }

@@ -10,13 +10,7 @@ import Testing
 
   /// Waits for the cluster version the multi-version routes need.
   static func waitForVersion3(_ harness: ClusterHarness, _ names: [String]) async -> Bool {
-    await harness.eventually(timeout: .seconds(20)) {
-      for name in names {
-        let body = (try? await harness.request(name, .GET, "/version"))?.bodyText ?? ""
-        if !body.contains(#""cluster":3"#) { return false }
-      }
-      return true
-    }
+    await harness.waitForClusterVersion(3, among: names)
   }
 
   @Test func rangesTransactionsAndCompaction() async throws {

@@ -90,12 +90,13 @@ import Testing
     }
     let elapsed = ContinuousClock.now - began
     await client.close()
-    #expect(elapsed < .seconds(2), "took \(elapsed)")
+    // Refused connections fail at once; the bound is loose for a loaded machine, far below 15.6 s.
+    #expect(elapsed < .seconds(6), "took \(elapsed)")
     #expect(message.contains("connection refused"), "\(message)")
     for endpoint in endpoints { #expect(message.contains(endpoint), "\(message)") }
 
     let run = try ClusterHarness.runRaftctl(["get", "foo", "--endpoints", endpoints.joined(separator: ",")])
-    #expect(run.seconds < 2, "raftctl took \(run.seconds) s")
+    #expect(run.seconds < 6, "raftctl took \(run.seconds) s")
     #expect(run.status != 0)
     let lines = run.stderr.split(separator: "\n")
     #expect(lines.count == 1, "\(run.stderr)")
@@ -114,7 +115,9 @@ import Testing
       body: #"{"id": "ghost", "addr": "127.0.0.1:\#(ghost.raft)", "haddr": "127.0.0.1:\#(ghost.http)"}"#)
     let elapsed = ContinuousClock.now - began
     #expect(response.status != .ok, "\(response.bodyText)")
-    #expect(elapsed < .seconds(5), "took \(elapsed)")
+    // The probe gives up after 2 s (joinProbeMillis); the bound leaves room for a loaded machine
+    // and is far below the old 30 s hang.
+    #expect(elapsed < .seconds(12), "took \(elapsed)")
     let message = json(response)["error"] as? String ?? ""
     #expect(message.contains("ghost") && message.contains("127.0.0.1:\(ghost.http)"), "\(message)")
     let members = await harness.status(leader)?["members"] as? [[String: Any]] ?? []
@@ -122,22 +125,39 @@ import Testing
     harness.stopAll()
   }
 
-  /// A join without an HTTP address (the course's `{"id", "addr"}` form) cannot be probed first:
-  /// it is accepted, and rolled back once the learner has answered nothing for 10 s.
-  @Test func aSilentLearnerWithoutAnHTTPAddressIsRolledBack() async throws {
+  /// A learner that never answers at its raft address is rolled back after 10 s (joinSilenceMillis).
+  /// The ghost's HTTP address is a real node, so that the leader's probe (GET /version) passes and
+  /// only the raft address is dead. Once the cluster runs version 3, a join without an HTTP address
+  /// (the course's `{"id", "addr"}` form) is refused at once: such a member cannot be asked which
+  /// version it supports.
+  @Test func aSilentLearnerIsRolledBackAndAJoinWithoutAnHTTPAddressRefused() async throws {
     let harness = try ClusterHarness()
     let leader = try await harness.startCluster(["node01"])
-    let ghost = PortAllocator.shared.next()
+    try #require(await harness.waitForClusterVersion(3, among: [leader]), "\(harness.log(leader))")
+    let prober = harness.addNode("prober")
+    try harness.start("prober")
+    try #require(await harness.waitForLeader(among: ["prober"]) != nil, "\(harness.log("prober"))")
+    let deadRaftPort = PortAllocator.shared.next()
     let began = ContinuousClock.now
     let response = try await harness.request(
-      leader, .POST, "/join", body: #"{"id": "ghost", "addr": "127.0.0.1:\#(ghost)"}"#)
+      leader, .POST, "/join",
+      body: #"{"id": "ghost", "addr": "127.0.0.1:\#(deadRaftPort)", "haddr": "\#(prober.http)"}"#)
     let elapsed = ContinuousClock.now - began
     #expect(response.status == .conflict, "\(response.status) \(response.bodyText)")
-    #expect(elapsed < .seconds(14), "took \(elapsed)")
+    // Bounded well above the documented 10 s, far below the old 30 s hang (a loaded CI machine).
+    #expect(elapsed < .seconds(25), "took \(elapsed)")
     let message = json(response)["error"] as? String ?? ""
     #expect(message.contains("never answered") && message.contains("removed"), "\(message)")
     let members = await harness.status(leader)?["members"] as? [[String: Any]] ?? []
     #expect(!members.contains { $0["id"] as? String == "ghost" }, "\(members)")
+
+    let withoutHTTP = try await harness.request(
+      leader, .POST, "/join", body: #"{"id": "ghost2", "addr": "127.0.0.1:\#(deadRaftPort)"}"#)
+    #expect(withoutHTTP.status == .conflict, "\(withoutHTTP.status) \(withoutHTTP.bodyText)")
+    let refusal = json(withoutHTTP)["error"] as? String ?? ""
+    #expect(refusal.contains("names no HTTP address") && refusal.contains("-haddr"), "\(refusal)")
+    let after = await harness.status(leader)?["members"] as? [[String: Any]] ?? []
+    #expect(!after.contains { $0["id"] as? String == "ghost2" }, "\(after)")
     harness.stopAll()
   }
 
